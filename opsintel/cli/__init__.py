@@ -1,0 +1,58 @@
+"""The ``opsintel`` command line.
+
+Each command lives in its own module with a ``register(subparsers)`` function that adds its
+parser and sets ``func``; :func:`main` wires them together. Heavy imports (Faust, chDB,
+scikit-learn) happen inside the command functions so ``opsintel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+#: command modules, in the order ``--help`` lists them
+COMMAND_MODULES = (
+    "opsintel.cli.demo",
+    "opsintel.cli.worker",
+    "opsintel.cli.ingest",
+    "opsintel.cli.migrate",
+    "opsintel.cli.summary",
+    "opsintel.cli.topics",
+    "opsintel.cli.config",
+    "opsintel.cli.evaluate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opsintel",
+        description="Streaming operations intelligence for IT service management.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except CommandError as e:
+        print(f"opsintel {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+class CommandError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""

@@ -1,0 +1,168 @@
+"""One frozen settings object, read from ``OPSINTEL_*`` environment variables.
+
+Every option is typed, defaulted and documented here; ``opsintel config`` prints the effective
+values with secrets masked. Secrets are ``SecretStr`` so they never show in ``repr``, logs or
+errors; each secret can also come from a file (``OPSINTEL_<NAME>_FILE``), the way Kubernetes
+mounts a Secret.
+
+>>> s = Settings(kafka_bootstrap="127.0.0.1:9092", clickhouse_password="hunter2")
+>>> "hunter2" in repr(s)
+False
+>>> s.topic("tickets")
+'opsintel.tickets'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TopicName = Literal["tickets", "monitoring", "changes", "deadletter", "problems", "anomalies", "feedback"]
+
+_SECRET_FIELDS = ("kafka_sasl_password", "clickhouse_password", "webhook_token")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPSINTEL_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="OPSINTEL_KAFKA_BOOTSTRAP: comma-separated host:port list."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="OPSINTEL_KAFKA_SECURITY_PROTOCOL."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="OPSINTEL_KAFKA_SASL_MECHANISM (with SASL_* protocols)."
+    )
+    kafka_sasl_username: str = Field("", description="OPSINTEL_KAFKA_SASL_USERNAME.")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="OPSINTEL_KAFKA_SASL_PASSWORD (or OPSINTEL_KAFKA_SASL_PASSWORD_FILE)."
+    )
+    kafka_ssl_cafile: str = Field("", description="OPSINTEL_KAFKA_SSL_CAFILE: CA bundle for SSL/SASL_SSL.")
+    topic_prefix: str = Field("opsintel.", description="OPSINTEL_TOPIC_PREFIX: prefix of every topic name.")
+    partitions: int = Field(4, ge=1, description="OPSINTEL_PARTITIONS: partitions of the input topics.")
+    replication_factor: int = Field(1, ge=1, description="OPSINTEL_REPLICATION_FACTOR of created topics.")
+    consumer_group: str = Field("opsintel-worker", description="OPSINTEL_CONSUMER_GROUP (the Faust app id).")
+
+    # --- ClickHouse ----------------------------------------------------------------------------
+    clickhouse_dsn: str = Field(
+        "",
+        description=(
+            "OPSINTEL_CLICKHOUSE_DSN: chdb:///<dir> (embedded, the default under data_dir) or "
+            "http(s)://user@host:port for a ClickHouse server."
+        ),
+    )
+    clickhouse_database: str = Field("opsintel", description="OPSINTEL_CLICKHOUSE_DATABASE.")
+    clickhouse_password: SecretStr = Field(
+        SecretStr(""), description="OPSINTEL_CLICKHOUSE_PASSWORD (or OPSINTEL_CLICKHOUSE_PASSWORD_FILE)."
+    )
+    clickhouse_cluster: str = Field(
+        "", description="OPSINTEL_CLICKHOUSE_CLUSTER: when set, DDL runs ON CLUSTER with Replicated tables."
+    )
+
+    # --- worker --------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), description="OPSINTEL_DATA_DIR: local state (chDB, Faust tables).")
+    batch_size: int = Field(5000, ge=1, description="OPSINTEL_BATCH_SIZE: events per ClickHouse insert.")
+    batch_seconds: float = Field(
+        1.0, gt=0, description="OPSINTEL_BATCH_SECONDS: flush a partial batch after this long."
+    )
+    web_host: str = Field("127.0.0.1", description="OPSINTEL_WEB_HOST: bind address of the worker's HTTP port.")
+    web_port: int = Field(6066, ge=1, le=65535, description="OPSINTEL_WEB_PORT: metrics, health, webhook.")
+    webhook_token: SecretStr = Field(
+        SecretStr(""),
+        description="OPSINTEL_WEBHOOK_TOKEN: bearer token the Alertmanager webhook must send (empty = off).",
+    )
+    webhook_max_bytes: int = Field(1_048_576, ge=1024, description="OPSINTEL_WEBHOOK_MAX_BYTES: body limit.")
+    service_field: str = Field(
+        "category",
+        description=(
+            "OPSINTEL_SERVICE_FIELD: ServiceNow column used as the service when no catalogue rule "
+            "matches (the log has no service column)."
+        ),
+    )
+    log_level: str = Field("info", description="OPSINTEL_LOG_LEVEL.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """Read ``OPSINTEL_<SECRET>_FILE`` when the secret itself is not set."""
+        if not isinstance(data, dict):
+            return data
+        for name in _SECRET_FIELDS:
+            path = os.environ.get(f"OPSINTEL_{name.upper()}_FILE")
+            if path and not data.get(name):
+                data[name] = Path(path).read_text().strip()
+        return data
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _check_dsn(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("chdb", "http", "https"):
+            raise ValueError("clickhouse_dsn must start with chdb://, http:// or https://")
+        return v
+
+    # --- derived -------------------------------------------------------------------------------
+    def topic(self, name: TopicName) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def effective_clickhouse_dsn(self) -> str:
+        """The DSN in use: the configured one, or embedded chDB under ``data_dir``."""
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def uses_chdb(self) -> bool:
+        return self.effective_clickhouse_dsn.startswith("chdb:")
+
+    @property
+    def web_url(self) -> str:
+        host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::") else self.web_host  # noqa: S104
+        return f"http://{host}:{self.web_port}"
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Options shared by kafka-python producers and admin clients."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            opts.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
+            )
+        if self.kafka_ssl_cafile:
+            opts["ssl_cafile"] = self.kafka_ssl_cafile
+        return opts
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings for display: secrets masked, credentials stripped from the DSN."""
+        out = self.model_dump(mode="json")
+        for name in _SECRET_FIELDS:
+            out[name] = "********" if getattr(self, name).get_secret_value() else ""
+        out["clickhouse_dsn"] = redact_dsn(self.effective_clickhouse_dsn)
+        return out
+
+
+def redact_dsn(dsn: str) -> str:
+    """Drop the password from a DSN so it can be printed.
+
+    >>> redact_dsn("https://admin:s3cret@ch.example:8443/db")
+    'https://admin:***@ch.example:8443/db'
+    """
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (used by the CLI and tests)."""
+    return Settings(**overrides)
