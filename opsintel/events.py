@@ -119,6 +119,8 @@ class TicketEvent(_Event, tag="ticket"):
     knowledge_used: bool | None = None
     knowledge_article: str = ""
     related_change: str = ""
+    #: the incident this ticket was linked to (e.g. a service-desk interaction logged against an incident)
+    related_incident: str = ""
     caused_by_ci: str = ""
     reassignment_count: int | None = None
     reopen_count: int | None = None

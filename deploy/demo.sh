@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: set up, start the local Kafka broker, run the pipeline on the real ServiceNow log
+# and the Alertmanager samples into the embedded ClickHouse (chDB, under var/), print the summary.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+deploy/setup.sh --no-test-tools
+deploy/kafka.sh start
+export OPSINTEL_DATA_DIR="${OPSINTEL_DATA_DIR:-$root/var}"
+exec .venv/bin/opsintel demo "$@"

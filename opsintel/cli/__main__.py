@@ -1,0 +1,5 @@
+import sys
+
+from opsintel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""``opsintel summary``: what is in ClickHouse - rows, incidents by state, dead letters, top services.
+
+With the embedded store, a running worker owns the data folder: the summary is then read through
+the worker's HTTP API; otherwise the store is opened directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("summary", help="print a summary of what the pipeline stored")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def fetch_summary() -> dict[str, Any]:
+    """The summary from the running worker if there is one, else from the store directly."""
+    import urllib.error
+    import urllib.request
+
+    from opsintel.settings import load_settings
+    from sinks.clickhouse import ClickHouseStore, queries
+
+    settings = load_settings()
+    try:
+        with urllib.request.urlopen(f"{settings.web_url}/api/summary", timeout=30) as resp:  # noqa: S310
+            return dict(json.load(resp))
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        pass
+    store = ClickHouseStore.from_settings(settings)
+    try:
+        return queries.summary(store)
+    finally:
+        store.close()
+
+
+def format_summary(data: dict[str, Any]) -> str:
+    lines = ["Rows per table (exact, replays folded):"]
+    lines += [f"  {name:<20} {n:>10,}" for name, n in data["rows"].items()]
+    lines.append("Incidents by state:")
+    lines += [f"  {r['state'] or '(empty)':<20} {r['incidents']:>10,}" for r in data["incidents_by_state"]]
+    dead = data["dead_letters"]
+    lines.append(f"Dead letters: {sum(r['count'] for r in dead):,}")
+    lines += [f"  {r['topic']:<28} {r['reason']:<16} {r['count']:>8,}" for r in dead]
+    lines.append("Top services by open incidents:")
+    lines += [f"  {r['service'] or '(none)':<20} {r['open']:>10,}" for r in data["top_services_by_open_incidents"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    data = fetch_summary()
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else format_summary(data))
+    return 0

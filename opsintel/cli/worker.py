@@ -1,0 +1,27 @@
+"""``opsintel worker``: run the Faust worker (same as ``faust -A streams.app worker``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("worker", help="run the stream worker (Kafka → detectors → ClickHouse)")
+    parser.add_argument("-l", "--loglevel", default=None, help="log level (default: OPSINTEL_LOG_LEVEL)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from opsintel.settings import load_settings
+    from streams.app import create_app
+
+    settings = load_settings()
+    app = create_app(settings)
+    worker = Worker(app, loglevel=args.loglevel or settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        app.opsintel.writer.close()  # type: ignore[attr-defined]
+    return 0

@@ -1,0 +1,229 @@
+"""The ClickHouse store: schema creation, batched columnar inserts, and parameterised reads.
+
+One class serves the embedded engine (``chdb:///dir``) and a ClickHouse server (``http(s)://``):
+clickhouse-connect picks the backend from the DSN, and the SQL is the same.
+
+The client is synchronous (chDB has no async client) and chDB allows one process per data
+folder; the worker therefore owns one :class:`ClickHouseStore` and calls it from a single
+executor thread, and other processes read through the worker's HTTP API while it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
+from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
+from sinks.deadletter import DeadLetter
+from sinks.exceptions import SchemaError, SinkError, SinkRejected, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class StoreLocked(SinkUnavailable):
+    """The embedded store's folder is in use by another process (usually a running worker)."""
+
+
+class ClickHouseStore:
+    """Writes and reads the opsintel tables through clickhouse-connect.
+
+    Parameters
+    ----------
+    dsn:
+        ``chdb:///path`` for the embedded engine, ``http(s)://user@host:port`` for a server.
+    database:
+        Database holding the tables; created by :meth:`migrate`.
+    password:
+        Server password (kept out of the DSN so it never appears in logs).
+    cluster:
+        When set, :meth:`migrate` creates replicated tables ``ON CLUSTER``.
+    """
+
+    def __init__(self, dsn: str, database: str = "opsintel", *, password: str = "", cluster: str = "") -> None:
+        self.dsn = dsn
+        self.database = database
+        self.cluster = cluster
+        self._password = password
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ClickHouseStore:
+        return cls(
+            settings.effective_clickhouse_dsn,
+            settings.clickhouse_database,
+            password=settings.clickhouse_password.get_secret_value(),
+            cluster=settings.clickhouse_cluster,
+        )
+
+    def __repr__(self) -> str:
+        from opsintel.settings import redact_dsn
+
+        return f"ClickHouseStore({redact_dsn(self.dsn)!r}, database={self.database!r})"
+
+    # --- connection ------------------------------------------------------------------------------
+    @property
+    def is_embedded(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
+    def client(self) -> Any:
+        if self._client is None:
+            import clickhouse_connect
+
+            if self.is_embedded:
+                path = self.dsn[len("chdb://") :] or "memory"
+                if path != "memory":
+                    from pathlib import Path
+
+                    Path(path).mkdir(parents=True, exist_ok=True)
+            try:
+                kwargs: dict[str, Any] = {"dsn": self.dsn}
+                if self._password and not self.is_embedded:
+                    kwargs["password"] = self._password
+                self._client = clickhouse_connect.get_client(**kwargs)
+            except Exception as e:
+                text = str(e)
+                if "Cannot lock file" in text or "lock" in text.lower() and self.is_embedded:
+                    raise StoreLocked(
+                        f"the embedded store {self.dsn} is in use by another process "
+                        "(a running worker?); read through the worker instead",
+                        retry_after=5.0,
+                    ) from e
+                raise SinkUnavailable(f"cannot connect to ClickHouse: {_clean(text, self._password)}") from e
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    # --- schema ----------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Create the database and all tables if missing. Idempotent; returns the statements run."""
+        statements = create_statements(self.database, cluster=self.cluster)
+        for statement in statements:
+            self._command(statement)
+        return statements
+
+    # --- writes ----------------------------------------------------------------------------------
+    def insert_ticket_events(self, events: Sequence[TicketEvent], partitions: Sequence[int],
+                             offsets: Sequence[int]) -> int:
+        """Insert raw ticket events and fold them into ``incidents``. Returns rows inserted."""
+        if not events:
+            return 0
+        self._insert_events(TABLES_BY_NAME["ticket_events"], events, partitions, offsets)
+        latest: dict[tuple[str, str], TicketEvent] = {}
+        for ev in events:  # only the newest version per ticket in this batch needs to reach `incidents`
+            key = (ev.source, ev.ticket_id)
+            prev = latest.get(key)
+            if prev is None or ev.version >= prev.version:
+                latest[key] = ev
+        table = TABLES_BY_NAME["incidents"]
+        rows = list(latest.values())
+        columns = [
+            [getattr(e, "event_id" if name == "last_event_id" else name) for e in rows]
+            for name in table.column_names
+        ]
+        self._insert(table, columns)
+        return len(events)
+
+    def insert_monitoring_events(self, events: Sequence[MonitoringEvent], partitions: Sequence[int],
+                                 offsets: Sequence[int]) -> int:
+        self._insert_events(TABLES_BY_NAME["monitoring_events"], events, partitions, offsets)
+        return len(events)
+
+    def insert_change_events(self, events: Sequence[ChangeEvent], partitions: Sequence[int],
+                             offsets: Sequence[int]) -> int:
+        self._insert_events(TABLES_BY_NAME["change_events"], events, partitions, offsets)
+        return len(events)
+
+    def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        table = TABLES_BY_NAME["dead_letters"]
+        columns = [
+            [getattr(dl, name) if name != "reason_code" else dl.reason_code for dl in letters]
+            for name in table.column_names
+        ]
+        self._insert(table, columns)
+        return len(letters)
+
+    def _insert_events(self, table: Table, events: Sequence[Any], partitions: Sequence[int],
+                       offsets: Sequence[int]) -> None:
+        if not events:
+            return
+        names = table.column_names
+        columns: list[list[Any]] = [[getattr(e, name) for e in events] for name in names[:-2]]
+        columns.append(list(partitions))
+        columns.append(list(offsets))
+        self._insert(table, columns)
+
+    def _insert(self, table: Table, columns: list[list[Any]]) -> None:
+        try:
+            with self._lock:
+                self.client().insert(
+                    table.name,
+                    columns,
+                    column_names=table.column_names,
+                    database=self.database,
+                    column_oriented=True,
+                )
+        except SinkError:
+            raise
+        except Exception as e:
+            raise _classify(e, self._password) from e
+
+    # --- reads -----------------------------------------------------------------------------------
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query with server-side parameters (``{name:Type}`` placeholders).
+
+        ``{db}`` in ``sql`` is replaced by the quoted database name before sending; every value
+        must go through ``parameters``.
+        """
+        sql = sql.replace("{db}", quote_identifier(self.database))
+        try:
+            with self._lock:
+                result = self.client().query(sql, parameters=parameters or {})
+        except SinkError:
+            raise
+        except Exception as e:
+            raise _classify(e, self._password) from e
+        return [tuple(r) for r in result.result_rows]
+
+    def _command(self, sql: str) -> None:
+        try:
+            with self._lock:
+                self.client().command(sql)
+        except SinkError:
+            raise
+        except Exception as e:
+            raise _classify(e, self._password) from e
+
+    def table_counts(self, tables: Iterable[str] | None = None) -> dict[str, int]:
+        """Exact row counts (``FINAL``: replayed duplicates are not counted)."""
+        out = {}
+        for name in tables or TABLES_BY_NAME:
+            rows = self.query(f"SELECT count() FROM {{db}}.{quote_identifier(name)} FINAL")
+            out[name] = int(rows[0][0])
+        return out
+
+
+def _clean(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _classify(e: Exception, secret: str) -> SinkError:
+    """Map a clickhouse-connect / chDB failure to: schema missing, bad data, or retry later."""
+    from clickhouse_connect.driver import exceptions as ch
+
+    text = _clean(str(e), secret)
+    if "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text or "doesn't exist" in text:
+        return SchemaError(f"ClickHouse schema missing (run `opsintel migrate`): {text[:500]}")
+    if isinstance(e, ch.DataError | ValueError | TypeError | OverflowError | UnicodeError | KeyError):
+        return SinkRejected(f"ClickHouse refused the data: {type(e).__name__}: {text[:500]}")
+    return SinkUnavailable(f"ClickHouse write/read failed: {text[:500]}", retry_after=1.0)

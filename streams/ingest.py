@@ -1,0 +1,190 @@
+"""Ingest: files in a source format → canonical events → Kafka (kafka-python producer).
+
+Events are keyed by service (else CI, else their own id) so one service's events keep their
+order on one partition. Records an adapter rejects go to the dead-letter topic with their reason
+and original bytes - an ingest never silently drops a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent, encode
+from opsintel.settings import Settings, TopicName
+from sinks.deadletter import DeadLetter
+from streams.adapters._base import Rejected
+
+log = logging.getLogger(__name__)
+
+INPUT_TOPICS: tuple[TopicName, ...] = ("tickets", "monitoring", "changes", "deadletter")
+
+#: the topic a format's records go to (a rejected record is counted against it); JSON lines mix
+#: types, so their rejects count against the topic of the record before them
+FORMAT_TOPIC: dict[str, TopicName] = {
+    "servicenow-csv": "tickets",
+    "bpic2014-incident": "tickets",
+    "bpic2014-interaction": "tickets",
+    "bpic2014-change": "changes",
+    "alertmanager": "monitoring",
+    "jsonl": "tickets",
+}
+
+
+def topic_for(event: Any) -> TopicName:
+    if isinstance(event, TicketEvent):
+        return "tickets"
+    if isinstance(event, MonitoringEvent):
+        return "monitoring"
+    if isinstance(event, ChangeEvent):
+        return "changes"
+    raise TypeError(f"not a canonical event: {type(event).__name__}")
+
+
+def ensure_topics(settings: Settings, names: Iterable[TopicName] = INPUT_TOPICS) -> list[str]:
+    """Create the topics that do not exist yet (admin client); returns the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="opsintel-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [settings.topic(n) for n in names]
+        new = [
+            NewTopic(name=t, num_partitions=settings.partitions, replication_factor=settings.replication_factor)
+            for t in wanted
+            if t not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:  # another process created them meanwhile
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+@dataclass
+class IngestReport:
+    sent: Counter[str] = field(default_factory=Counter)  #: messages per topic name
+    rejected: Counter[str] = field(default_factory=Counter)  #: adapter rejects per reason code
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+
+class Ingestor:
+    """Sends canonical events to Kafka.
+
+    Parameters
+    ----------
+    settings:
+        Kafka connection and topic names.
+    rate:
+        Upper bound in events per second (``None``: as fast as the producer goes).
+    """
+
+    def __init__(self, settings: Settings, *, rate: float | None = None) -> None:
+        from kafka import KafkaProducer
+
+        self.settings = settings
+        self.rate = rate
+        self.producer = KafkaProducer(
+            **settings.kafka_client_options(),
+            client_id="opsintel-ingest",
+            acks="all",
+            linger_ms=20,
+            batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+        self.report = IngestReport()
+        self._errors: list[BaseException] = []
+
+    def send_event(self, event: TicketEvent | MonitoringEvent | ChangeEvent) -> None:
+        topic = self.settings.topic(topic_for(event))
+        self._send(topic, event.partition_key.encode(), encode(event), None)
+
+    def send_rejected(self, rejected: Rejected, origin_topic: str) -> None:
+        dl = DeadLetter.for_record(rejected.raw, reason=rejected.reason, origin=rejected.source,
+                                   origin_topic=origin_topic)
+        self._send(self.settings.topic("deadletter"), dl.origin.encode(), dl.payload, dl.kafka_headers())
+        self.report.rejected[dl.reason_code] += 1
+
+    def _send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None) -> None:
+        future = self.producer.send(topic, key=key, value=value, headers=headers)
+        future.add_errback(self._errors.append)
+        self.report.sent[topic] += 1
+
+    def ingest(self, fmt: str, paths: Iterable[str | Path], *, progress: Any = None, **options: Any) -> IngestReport:
+        """Read every path in ``fmt`` and produce its events; blocks until all are acknowledged."""
+        from streams.adapters import read_events
+
+        started = time.monotonic()
+        origin_topic = self.settings.topic(FORMAT_TOPIC.get(fmt, "tickets"))
+        n = 0
+        for path in paths:
+            for item in read_events(fmt, path, **options):
+                if isinstance(item, Rejected):
+                    self.send_rejected(item, origin_topic)
+                else:
+                    origin_topic = self.settings.topic(topic_for(item))
+                    self.send_event(item)
+                n += 1
+                if progress is not None:
+                    progress.update(1)
+                if self.rate:
+                    ahead = n / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if self._errors:
+                    raise self._errors[0]
+        self.flush()
+        self.report.seconds += time.monotonic() - started
+        return self.report
+
+    def flush(self) -> None:
+        self.producer.flush()
+        if self._errors:
+            raise RuntimeError(f"{len(self._errors)} messages failed to send: {self._errors[0]!r}")
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """High watermark of every partition of ``topics``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.kafka_client_options(), client_id="opsintel-progress")
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
+    """Offsets the worker's consumer group has committed (i.e. written to ClickHouse)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="opsintel-progress")
+    try:
+        offsets = admin.list_consumer_group_offsets(group)
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    finally:
+        admin.close()
+
+
+def remaining(settings: Settings, topics: Iterable[str]) -> int:
+    """Messages on ``topics`` that the worker has not yet committed."""
+    ends = end_offsets(settings, topics)
+    done = committed_offsets(settings, settings.consumer_group)
+    return sum(max(end - done.get(tp, 0), 0) for tp, end in ends.items())

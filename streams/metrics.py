@@ -1,0 +1,62 @@
+"""Prometheus metrics of the worker, on their own registry (served at ``/metrics``).
+
+Names follow Prometheus conventions (``_total`` counters, base units in seconds); ``promtool check
+metrics`` runs over a real scrape in the tests.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WorkerMetrics:
+    """The worker's metrics. One instance per worker process (tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "opsintel_events_consumed_total", "Kafka messages consumed, per topic.", ["topic"], registry=r
+        )
+        self.written = Counter(
+            "opsintel_rows_written_total", "Rows written to ClickHouse, per table.", ["table"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "opsintel_events_dead_lettered_total",
+            "Records sent to the dead-letter topic, per origin topic and reason code.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.flush_seconds = Histogram(
+            "opsintel_flush_duration_seconds",
+            "Time to write one batch to ClickHouse, per table.",
+            ["table"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "opsintel_batch_size_events",
+            "Events per processed batch, per topic.",
+            ["topic"],
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
+            registry=r,
+        )
+        self.write_failures = Counter(
+            "opsintel_sink_failures_total",
+            "Failed ClickHouse writes that were retried, per table.",
+            ["table"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "opsintel_consumer_lag_messages",
+            "Messages not yet processed: high watermark minus next offset to process, per topic partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.webhook_requests = Counter(
+            "opsintel_webhook_requests_total",
+            "Alertmanager webhook requests, per HTTP status code.",
+            ["code"],
+            registry=r,
+        )
+        self.ready = Gauge("opsintel_worker_ready", "1 when the worker is connected and serving.", registry=r)

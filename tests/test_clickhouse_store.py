@@ -1,0 +1,125 @@
+"""The ClickHouse store on the embedded chDB engine: schema, idempotent writes, current state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
+from sinks.clickhouse import TABLES, ClickHouseStore, create_statements
+from sinks.clickhouse.queries import summary
+from sinks.deadletter import DeadLetter
+
+T0 = datetime(2016, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def ticket(ticket_id: str, version: int, state: str, **kw: object) -> TicketEvent:
+    return TicketEvent(
+        event_id=f"test:{ticket_id}:{version}", source="test", ticket_id=ticket_id,
+        kind="created" if version == 0 else "state_changed", version=version, state=state,
+        event_time=T0 + timedelta(minutes=version), **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_migrate_is_idempotent_and_creates_every_table(chdb_store: ClickHouseStore) -> None:
+    chdb_store.migrate()
+    names = {r[0] for r in chdb_store.query("SELECT name FROM system.tables WHERE database = {d:String}",
+                                             {"d": chdb_store.database})}
+    assert {t.name for t in TABLES} <= names
+
+
+def test_replayed_batch_is_not_counted_twice(chdb_store: ClickHouseStore) -> None:
+    events = [ticket("INC1", 0, "New"), ticket("INC1", 1, "Active"), ticket("INC2", 0, "New")]
+    chdb_store.insert_ticket_events(events, [0, 0, 1], [10, 11, 12])
+    chdb_store.insert_ticket_events(events, [0, 0, 1], [10, 11, 12])  # a crash before commit replays it
+    counts = chdb_store.table_counts(["ticket_events", "incidents"])
+    assert counts == {"ticket_events": 3, "incidents": 2}
+
+
+def test_incident_keeps_latest_version_whatever_the_arrival_order(chdb_store: ClickHouseStore) -> None:
+    chdb_store.insert_ticket_events([ticket("INC9", 2, "Resolved", priority="3 - Moderate")], [0], [5])
+    chdb_store.insert_ticket_events([ticket("INC9", 0, "New"), ticket("INC9", 1, "Active")], [0, 0], [3, 4])
+    rows = chdb_store.query("SELECT state, version, priority FROM {db}.incidents FINAL WHERE ticket_id = {t:String}",
+                            {"t": "INC9"})
+    assert rows == [("Resolved", 2, "3 - Moderate")]
+
+
+def test_monitoring_change_and_dead_letters_round_trip(chdb_store: ClickHouseStore) -> None:
+    alert = MonitoringEvent(event_id="am:f1:firing", source="alertmanager", event_time=T0, status="firing",
+                            fingerprint="f1", name="InstanceDown", starts_at=T0, labels={"job": "node"})
+    change = ChangeEvent(event_id="c:C1:CI1", source="bpic2014", event_time=T0, change_id="C1", ci="CI1",
+                         emergency=True)
+    letter = DeadLetter.for_record(b"\x00\xffnot json", reason="bad_json: truncated", origin="x/0/1",
+                                   origin_topic="x")
+    chdb_store.insert_monitoring_events([alert], [2], [7])
+    chdb_store.insert_change_events([change], [1], [0])
+    chdb_store.insert_dead_letters([letter, letter])
+    assert chdb_store.query("SELECT labels['job'], kafka_partition, kafka_offset FROM {db}.monitoring_events") == [
+        ("node", 2, 7)
+    ]
+    assert chdb_store.query("SELECT emergency FROM {db}.change_events") == [(True,)]
+    assert chdb_store.table_counts(["dead_letters"]) == {"dead_letters": 1}
+
+
+def test_sql_looking_values_are_stored_verbatim(chdb_store: ClickHouseStore) -> None:
+    nasty = "x'); DROP TABLE incidents; --"
+    chdb_store.insert_ticket_events([ticket("INC7", 0, "New", service=nasty)], [0], [0])
+    data = summary(chdb_store)
+    assert data["top_services_by_open_incidents"] == [{"service": nasty, "open": 1}]
+    assert chdb_store.table_counts(["incidents"]) == {"incidents": 1}
+
+
+def test_summary_reports_open_incidents_per_service(chdb_store: ClickHouseStore) -> None:
+    chdb_store.insert_ticket_events(
+        [ticket("A", 0, "New", service="mail"), ticket("B", 0, "Active", service="mail"),
+         ticket("C", 0, "Closed", service="erp"), ticket("D", 0, "New", service="erp")],
+        [0] * 4, [0, 1, 2, 3],
+    )
+    data = summary(chdb_store)
+    assert data["top_services_by_open_incidents"] == [{"service": "mail", "open": 2}, {"service": "erp", "open": 1}]
+    assert {r["state"]: r["incidents"] for r in data["incidents_by_state"]} == {"New": 2, "Active": 1, "Closed": 1}
+
+
+def test_cluster_ddl_uses_replicated_engines_and_distributed_tables() -> None:
+    ddl = create_statements("ops", cluster="main")
+    assert ddl[0] == "CREATE DATABASE IF NOT EXISTS `ops` ON CLUSTER `main`"
+    incidents = next(s for s in ddl if "`incidents_local`" in s and "ENGINE = Replicated" in s)
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ops/incidents_local', '{replica}', version)" in incidents
+    assert any("ENGINE = Distributed(`main`, `ops`, `incidents_local`, cityHash64(ticket_id))" in s for s in ddl)
+
+
+def test_locked_embedded_store_raises_a_clear_error(tmp_path: object) -> None:
+    """chDB admits one process per folder: a second process gets StoreLocked, not a crash."""
+    import subprocess
+    import sys
+
+    path = f"{tmp_path}/ch"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, clickhouse_connect; c = clickhouse_connect.get_client(dsn=sys.argv[1]); "
+         "c.command('SELECT 1'); print('ready', flush=True); sys.stdin.read()", f"chdb://{path}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready"
+        probe = subprocess.run(
+            [sys.executable, "-c",
+             "import sys\nfrom sinks.clickhouse import ClickHouseStore, StoreLocked\n"
+             "try:\n    ClickHouseStore(sys.argv[1]).migrate()\nexcept StoreLocked as e:\n    print('LOCKED', e)\n",
+             f"chdb://{path}"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert "LOCKED" in probe.stdout, probe.stdout + probe.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("password", ["s3cr3t-pa55"])
+def test_password_never_in_repr_or_errors(password: str) -> None:
+    store = ClickHouseStore("http://default@127.0.0.1:1", password=password)
+    assert password not in repr(store)
+    with pytest.raises(Exception) as err:
+        store.query("SELECT 1")
+    assert password not in str(err.value)
