@@ -210,7 +210,7 @@ _encoder = msgspec.json.Encoder()
 _ticket_decoder = msgspec.json.Decoder(TicketEvent)
 _monitoring_decoder = msgspec.json.Decoder(MonitoringEvent)
 _change_decoder = msgspec.json.Decoder(ChangeEvent)
-_any_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_any_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 def encode(event: Event) -> bytes:

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         description="OPSINTEL_WEBHOOK_TOKEN: bearer token the Alertmanager webhook must send (empty = off).",
     )
     webhook_max_bytes: int = Field(1_048_576, ge=1024, description="OPSINTEL_WEBHOOK_MAX_BYTES: body limit.")
+    service_catalog: Path | None = Field(
+        None,
+        description=(
+            "OPSINTEL_SERVICE_CATALOG: YAML service catalogue (services, business hours, costs, SLA "
+            "targets, mapping rules); unset = every ticket maps to the default service."
+        ),
+    )
     service_field: str = Field(
         "category",
         description=(

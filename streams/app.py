@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.streams import Stream
 from faust.types import TP
 
 from opsintel.settings import Settings, load_settings
@@ -61,7 +62,7 @@ def _credentials(settings: Settings) -> Any:
 def _headers(event: Any) -> dict[str, bytes]:
     raw = event.message.headers or {}
     items = raw.items() if hasattr(raw, "items") else raw
-    return {k: v for k, v in items if isinstance(v, bytes | bytearray)}
+    return {k: bytes(v) for k, v in items if isinstance(v, bytes | bytearray)}
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await asyncio.gather(*pending)
 
     async def consume(stream: faust.StreamT, kind: EventKind[Any]) -> None:
-        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
+        async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
             messages = [
                 RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
                            _headers(ev))
@@ -136,7 +137,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(deadletter_topic, name="opsintel.deadletter")
     async def dead_letters(stream: faust.StreamT) -> None:
-        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
+        async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
             letters = [DeadLetter.from_kafka(ev.message.value, _headers(ev)) for ev in batch]
             await state.writer.write_dead_letters(letters)
             for ev in batch:
@@ -158,15 +159,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if highwater is None:
                 continue
             position = state.positions.get(tp)
-            if position is None:
-                committed = consumer._committed_offset.get(tp)  # last commit by any earlier run
-                position = (committed or 0) if committed is not None else 0
+            if position is None:  # nothing processed yet on this partition in this run
+                continue
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
-
-    @app.on_after_configured.connect
-    def _configured(app: faust.App, **_: Any) -> None:  # pragma: no cover - logging only
-        log.info("opsintel worker configured: group=%s topics=%s*", settings.consumer_group,
-                 settings.topic_prefix)
 
     from streams.web import register_views
 

@@ -7,6 +7,7 @@ and original bytes - an ingest never silently drops a row.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -61,10 +62,8 @@ def ensure_topics(settings: Settings, names: Iterable[TopicName] = INPUT_TOPICS)
             if t not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:  # another process created them meanwhile
-                pass
         return [t.name for t in new]
     finally:
         admin.close()
@@ -159,32 +158,44 @@ class Ingestor:
         self.producer.close()
 
 
-def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    """High watermark of every partition of ``topics``."""
-    from kafka import KafkaConsumer, TopicPartition
+class OffsetProgress:
+    """How far the worker's consumer group is: committed offsets against the end of each topic.
 
-    consumer = KafkaConsumer(**settings.kafka_client_options(), client_id="opsintel-progress")
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
+    The worker commits an offset only after the batch is in ClickHouse, so "nothing remaining"
+    means every message produced so far has been written (or dead-lettered).
+    """
 
+    def __init__(self, settings: Settings, topics: Iterable[str], group: str | None = None) -> None:
+        from kafka import KafkaConsumer
+        from kafka.admin import KafkaAdminClient
 
-def committed_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
-    """Offsets the worker's consumer group has committed (i.e. written to ClickHouse)."""
-    from kafka.admin import KafkaAdminClient
+        self.topics = list(topics)
+        self.group = group or settings.consumer_group
+        self._admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="opsintel-progress")
+        self._consumer = KafkaConsumer(**settings.kafka_client_options(), client_id="opsintel-progress")
 
-    admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="opsintel-progress")
-    try:
-        offsets = admin.list_consumer_group_offsets(group)
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition
+
+        tps = [TopicPartition(t, p) for t in self.topics for p in (self._consumer.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): off for tp, off in self._consumer.end_offsets(tps).items()}
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        offsets = self._admin.list_group_offsets({self.group: None}).get(self.group, {})
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
-    finally:
-        admin.close()
 
+    def remaining(self) -> int:
+        """Messages on the topics that the group has not committed yet."""
+        ends = self.end_offsets()
+        done = self.committed()
+        return sum(max(end - done.get(tp, 0), 0) for tp, end in ends.items())
 
-def remaining(settings: Settings, topics: Iterable[str]) -> int:
-    """Messages on ``topics`` that the worker has not yet committed."""
-    ends = end_offsets(settings, topics)
-    done = committed_offsets(settings, settings.consumer_group)
-    return sum(max(end - done.get(tp, 0), 0) for tp, end in ends.items())
+    def close(self) -> None:
+        self._admin.close()
+        self._consumer.close()
+
+    def __enter__(self) -> OffsetProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -85,7 +85,8 @@ def test_cluster_ddl_uses_replicated_engines_and_distributed_tables() -> None:
     ddl = create_statements("ops", cluster="main")
     assert ddl[0] == "CREATE DATABASE IF NOT EXISTS `ops` ON CLUSTER `main`"
     incidents = next(s for s in ddl if "`incidents_local`" in s and "ENGINE = Replicated" in s)
-    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ops/incidents_local', '{replica}', version)" in incidents
+    engine = "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ops/incidents_local', '{replica}', version)"
+    assert engine in incidents
     assert any("ENGINE = Distributed(`main`, `ops`, `incidents_local`, cityHash64(ticket_id))" in s for s in ddl)
 
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from opsintel.cli import CommandError
     from opsintel.cli.summary import fetch_summary, format_summary
     from opsintel.settings import load_settings
-    from streams.ingest import INPUT_TOPICS, Ingestor, ensure_topics, remaining
+    from streams.ingest import INPUT_TOPICS, Ingestor, OffsetProgress, ensure_topics
 
     settings = load_settings()
     if not args.servicenow.is_file():
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     log_path = settings.data_dir / "worker.log"
     print(f"starting the worker (log: {log_path}) …")
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = subprocess.Popen(
             [sys.executable, "-m", "opsintel.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
@@ -99,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
         report = ingestor.report
         topics = [settings.topic(t) for t in INPUT_TOPICS]
         deadline = time.monotonic() + args.timeout
-        with tqdm(total=report.total, unit=" events", desc="worker → ClickHouse") as bar:
+        with tqdm(total=report.total, unit=" events", desc="worker → ClickHouse") as bar, \
+                OffsetProgress(settings, topics) as progress:
             while True:
-                left = remaining(settings, topics)
+                left = progress.remaining()
                 bar.n = max(report.total - left, 0)
                 bar.refresh()
                 if left == 0:

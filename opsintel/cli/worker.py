@@ -16,8 +16,12 @@ def run(args: argparse.Namespace) -> int:
 
     from opsintel.settings import load_settings
     from streams.app import create_app
+    from streams.ingest import ensure_topics
 
     settings = load_settings()
+    # the consumer subscribes once at start: its topics must exist before it joins the group
+    ensure_topics(settings)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = Worker(app, loglevel=args.loglevel or settings.log_level, quiet=True)
     try:

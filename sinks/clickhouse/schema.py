@@ -19,7 +19,7 @@ With ``cluster`` set, DDL runs ``ON CLUSTER`` with ``Replicated*`` engines and a
 table in front of each local table (``<name>_local`` holds the data).
 
 >>> ddl = create_statements("opsintel")
->>> any("ReplacingMergeTree(version)" in s and "opsintel.incidents" in s for s in ddl)
+>>> any("ReplacingMergeTree(version)" in s and "`opsintel`.`incidents`" in s for s in ddl)
 True
 >>> "ON CLUSTER" in " ".join(create_statements("opsintel", cluster="prod"))
 True

@@ -1,0 +1,47 @@
+"""Detectors: pure, online detection logic that imports neither Kafka nor Faust.
+
+Every detector is river-shaped (``learn_one`` / ``learn_many``, state you can snapshot and
+restore), so the Faust agents, the offline replays (``opsintel eval …``) and the tests run the
+same code on the same events.
+
+* :class:`RecurringIncidentDetector` groups similar incidents in a sliding window and raises /
+  updates :class:`~opsintel.problems.ProblemRecord` s (``kind="recurring"``), with evidence
+  (shared attributes, suspect change, monitoring lead, suggested knowledge, ticket signals), and
+  applies human :class:`~opsintel.problems.Feedback`.
+* :class:`SeasonalAnomalyDetector` scores one series (service × metric) against a robust
+  hour-of-day / weekday baseline (score in [0, 1], :class:`AnomalyVerdict` explanations);
+  :class:`BypassRule` reads a ticket drop against monitoring alerts, and
+  :class:`SustainedAnomalyTracker` turns sustained anomalies into :class:`ProblemCandidate` s.
+  The baselines it is benchmarked against (``opsintel eval nab``) share its API.
+"""
+
+from ._baselines import (
+    HalfSpaceTreesDetector,
+    IsolationForestWindowsDetector,
+    NullDetector,
+    WindowedGaussianDetector,
+)
+from ._raise_rule import RaiseRule, ServiceBaseline
+from ._recurring import RecurringIncidentDetector
+from ._seasonal import AnomalyVerdict, SeasonalAnomalyDetector, posix_seconds
+from ._signals import BypassRule, BypassSignal, ProblemCandidate, SustainedAnomalyTracker
+from ._text import normalise_text, text_vector
+
+__all__ = [
+    "AnomalyVerdict",
+    "BypassRule",
+    "BypassSignal",
+    "HalfSpaceTreesDetector",
+    "IsolationForestWindowsDetector",
+    "NullDetector",
+    "ProblemCandidate",
+    "RaiseRule",
+    "RecurringIncidentDetector",
+    "SeasonalAnomalyDetector",
+    "ServiceBaseline",
+    "SustainedAnomalyTracker",
+    "WindowedGaussianDetector",
+    "normalise_text",
+    "posix_seconds",
+    "text_vector",
+]

@@ -1,0 +1,307 @@
+"""Seasonal, outlier-robust streaming anomaly scoring for one series (one service × metric)."""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+_DAY = 86_400.0
+#: the tail quantile never goes below 3 scales (a clean series keeps plain z-scores) ...
+_TAIL_MIN = 3.0
+#: ... and moves by exp(±0.5·p) per point: an exceedance lifts it ~1.65×, then it decays slowly
+_TAIL_RATE = 0.5
+#: 1970-01-01 was a Thursday; shifting by 3 days makes Monday = 0
+_EPOCH_WEEKDAY_SHIFT = 3.0
+
+
+@dataclass(frozen=True)
+class AnomalyVerdict:
+    """Why a point was (or was not) scored anomalous; what a problem manager reads.
+
+    ``band`` is the interval of values the detector considered normal at that moment
+    (``expected ± z_alert · scale``); ``direction`` says whether the value was above it
+    (``"spike"``) or below it (``"drop"``).
+    """
+
+    observed: float
+    expected: float
+    band: tuple[float, float]
+    score: float
+    is_anomaly: bool
+    direction: Literal["spike", "drop"]
+
+
+class SeasonalAnomalyDetector:
+    """Robust seasonal baseline with an online hour-of-day and day-of-week profile.
+
+    **Baseline.** ``expected = level + daily(time of day) + weekly(weekday)``: ``daily`` is a
+    circular profile of ``daily_knots`` knots linearly interpolated in between, ``weekly`` one
+    offset per weekday (both need timestamps; without them only the level is used). Each learnt
+    point moves the components by its residual *clipped* to ``clip · scale`` (a Huber step), so
+    a spike cannot drag the baseline; ``scale`` is a clipped running mean absolute residual. A
+    deviation that stays on the same side for ``patience`` consecutive points is accepted as a
+    level shift (the baseline jumps to it), so a new normal stops being flagged.
+
+    **Deviation.** ``z = |residual| / (scale · tail)`` where ``tail`` is a running upper
+    ``1 - tail_p`` quantile of ``|residual| / scale`` (at least 3): a bursty metric whose large
+    deviations are routine is judged against its own tail, so one threshold fits all series.
+    :meth:`verdict_one` reports it as ``z² / (z² + z_alert²)`` (0.5 at ``z_alert``).
+
+    **Score.** :meth:`score_one` is the *alerting* score: the deviation score minus a decaying
+    maximum (factor ``decay`` per point) of the deviation scores of the points already learnt,
+    so an episode scores high at its onset and not again while it persists (one alert per
+    episode; persistence is reported by :class:`SustainedAnomalyTracker`). It is 0 during the
+    first ``warmup`` points (cold start). Memory is fixed: ``daily_knots + 7`` floats of
+    profile and eleven scalars.
+
+    Parameters
+    ----------
+    level_rate, season_rate, scale_rate
+        Learning rates (per learnt point) of the level, the seasonal profiles, and the scale.
+        The first points are averaged exactly (rate ``1/n``) until ``1/n`` falls below the rate,
+        so the cold start needs no priors.
+    clip
+        Residuals beyond ``clip`` scales update the baseline as if they were ``clip`` scales.
+    patience
+        Consecutive same-side points beyond ``clip`` scales after which the level shifts.
+    z_alert
+        Deviation (in tail-normalised scales) that :meth:`verdict_one` calls an anomaly.
+    warmup
+        Points learnt before the detector scores anything.
+    tail_p
+        Share of points expected beyond the running tail quantile.
+    decay
+        Per-point decay of the episode memory that turns deviations into onset scores.
+    daily_knots
+        Resolution of the daily profile (24 = hourly knots).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hours = np.arange(24 * 21) * 3600.0            # three weeks, hourly
+    >>> noise = np.random.default_rng(0).normal(0, 2, hours.size)
+    >>> volume = 50 + 30 * np.sin(2 * np.pi * hours / 86_400) + noise
+    >>> det = SeasonalAnomalyDetector()
+    >>> det.learn_many(volume, hours)
+    >>> t = hours[-1] + 3600.0
+    >>> normal = 50 + 30 * np.sin(2 * np.pi * t / 86_400)
+    >>> det.score_one(normal, t) < 0.05, det.score_one(normal + 40, t) > 0.5
+    (True, True)
+    >>> v = det.verdict_one(normal - 40, t)
+    >>> v.direction, v.is_anomaly, bool(abs(v.expected - normal) < 5)
+    ('drop', True, True)
+    """
+
+    __slots__ = (
+        "_daily", "_level", "_n", "_recent", "_run_len", "_run_sign", "_run_sum", "_scale", "_t_first",
+        "_t_prev", "_tail",
+        "_weekly", "clip", "decay", "level_rate", "patience", "scale_rate", "season_rate", "tail_p",
+        "warmup", "z_alert",
+    )
+
+    def __init__(self, *, level_rate: float = 0.05, season_rate: float = 0.1, scale_rate: float = 0.02,
+                 clip: float = 3.0, patience: int = 12, z_alert: float = 3.0, warmup: int = 100,
+                 tail_p: float = 0.005, decay: float = 0.98, daily_knots: int = 24) -> None:
+        self.level_rate = level_rate
+        self.season_rate = season_rate
+        self.scale_rate = scale_rate
+        self.clip = clip
+        self.patience = patience
+        self.z_alert = z_alert
+        self.warmup = warmup
+        self.tail_p = tail_p
+        self.decay = decay
+        self._n = 0
+        self._level = self._scale = self._run_sum = self._recent = self._t_first = self._t_prev = 0.0
+        self._run_len = self._run_sign = 0
+        self._tail = _TAIL_MIN
+        self._daily = array("d", bytes(8 * daily_knots))
+        self._weekly = array("d", bytes(8 * 7))
+
+    # -- the river-shaped API ---------------------------------------------------------------
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        """Learn one value (``t``: POSIX seconds, optional)."""
+        self._run([float(x)], None if t is None else [float(t)], False, True)
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        """Alerting score in [0, 1] of one value, without learning it."""
+        return self._run([float(x)], None if t is None else [float(t)], True, False)[0]
+
+    def learn_many(self, x: npt.ArrayLike, t: npt.ArrayLike | None = None) -> None:
+        """Learn values in order; equal to calling :meth:`learn_one` on each."""
+        xs, ts = _as_lists(x, t)
+        self._run(xs, ts, False, True)
+
+    def score_many(self, x: npt.ArrayLike, t: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
+        """Score values against the current state, learning none of them."""
+        xs, ts = _as_lists(x, t)
+        return np.asarray(self._run(xs, ts, True, False), dtype=np.float64)
+
+    def score_learn_many(self, x: npt.ArrayLike, t: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
+        """The streaming path in one call: score each value, then learn it (equal to the loop)."""
+        xs, ts = _as_lists(x, t)
+        return np.asarray(self._run(xs, ts, True, True), dtype=np.float64)
+
+    def verdict_one(self, x: float, t: float | None = None) -> AnomalyVerdict | None:
+        """Explain one value (not learnt) against the baseline; ``None`` during the cold start."""
+        if self._n < self.warmup:
+            return None
+        x = float(x)
+        expected = self._level + self._season(t)
+        floor = 1e-9 + 1e-6 * abs(self._level)
+        unit = max(self._scale, floor) * max(self._tail, _TAIL_MIN)
+        z2 = ((x - expected) / unit) ** 2
+        score = z2 / (z2 + self.z_alert**2)
+        half = self.z_alert * unit
+        return AnomalyVerdict(x, expected, (expected - half, expected + half), score,
+                              score >= 0.5, "spike" if x >= expected else "drop")
+
+    # -- state ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The learnt state as plain JSON-able values (restore with :meth:`restore`)."""
+        return {"n": self._n, "level": self._level, "scale": self._scale, "tail": self._tail,
+                "recent": self._recent, "run_len": self._run_len, "run_sign": self._run_sign,
+                "run_sum": self._run_sum, "t_first": self._t_first,
+                "t_prev": self._t_prev, "daily": list(self._daily), "weekly": list(self._weekly)}
+
+    def restore(self, state: dict[str, Any]) -> SeasonalAnomalyDetector:
+        """Load a state produced by :meth:`snapshot` (hyperparameters are not part of it)."""
+        self._n, self._level, self._scale = int(state["n"]), float(state["level"]), float(state["scale"])
+        self._tail, self._recent = float(state["tail"]), float(state["recent"])
+        self._run_len, self._run_sign = int(state["run_len"]), int(state["run_sign"])
+        self._run_sum = float(state["run_sum"])
+        self._t_first, self._t_prev = float(state["t_first"]), float(state["t_prev"])
+        self._daily, self._weekly = array("d", state["daily"]), array("d", state["weekly"])
+        return self
+
+    # -- internals --------------------------------------------------------------------------
+    def _season(self, t: float | None) -> float:
+        if t is None:
+            return 0.0
+        k = len(self._daily)
+        h = (float(t) % _DAY) / (_DAY / k)
+        i0 = int(h)
+        f = h - i0
+        d = int(float(t) // _DAY + _EPOCH_WEEKDAY_SHIFT) % 7
+        return self._daily[i0] * (1.0 - f) + self._daily[(i0 + 1) % k] * f + self._weekly[d]
+
+    def _run(self, xs: Sequence[float], ts: Sequence[float] | None, score: bool, learn: bool) -> list[float]:
+        # One tight loop over Python floats: the hot path of every worker (see bench/).
+        out: list[float] = []
+        level, scale, n = self._level, self._scale, self._n
+        run_len, run_sign, run_sum = self._run_len, self._run_sign, self._run_sum
+        daily, weekly = self._daily, self._weekly
+        a_l, a_s, a_sc = self.level_rate, self.season_rate, self.scale_rate
+        clip, patience, warmup, za2 = self.clip, self.patience, self.warmup, self.z_alert**2
+        i0 = i1 = wd = 0
+        recent, decay = self._recent, self.decay
+        t_first, t_prev = self._t_first, self._t_prev
+        knot_width, last_knot = _DAY / len(daily), len(daily) - 1
+        tail, tail_min = self._tail, _TAIL_MIN
+        up, down = math.exp(_TAIL_RATE * (1.0 - self.tail_p)), math.exp(-_TAIL_RATE * self.tail_p)
+        f = 0.0
+        for i, x in enumerate(xs):
+            if ts is not None:
+                t = ts[i]
+                h = (t % _DAY) / knot_width
+                i0 = int(h)
+                f = h - i0
+                i1 = i0 + 1 if i0 < last_knot else 0
+                wd = int(t // _DAY + _EPOCH_WEEKDAY_SHIFT) % 7
+                expected = level + daily[i0] * (1.0 - f) + daily[i1] * f + weekly[wd]
+            else:
+                expected = level
+            r = x - expected
+            floor = 1e-9 + 1e-6 * (level if level >= 0.0 else -level)
+            sc = scale if scale > floor else floor
+            if score:
+                if n < warmup:
+                    out.append(0.0)
+                else:
+                    z = (r if r >= 0.0 else -r) / (sc * (tail if tail > tail_min else tail_min))
+                    z2 = z * z
+                    raw = z2 / (z2 + za2)
+                    out.append(raw - recent if raw > recent else 0.0)
+            if not learn:
+                continue
+            n += 1
+            if n == 1:
+                level = x
+                if ts is not None:
+                    t_first = t_prev = ts[i]
+                continue
+            lim = clip * sc
+            if r > lim or r < -lim:
+                sign = 1 if r > 0.0 else -1
+                if sign == run_sign:
+                    run_len += 1
+                    run_sum += r
+                else:
+                    run_sign, run_len, run_sum = sign, 1, r
+                rc = lim if r > 0.0 else -lim
+                if run_len >= patience and n > warmup:
+                    # the deviation persisted: it is the new normal, not an outlier
+                    level += run_sum / run_len
+                    rc = 0.0
+                    run_sign, run_len, run_sum = 0, 0, 0.0
+            else:
+                run_sign, run_len, run_sum = 0, 0, 0.0
+                rc = r
+            inv_n = 1.0 / n
+            if n <= 3:  # no scale yet: learn from the raw residual
+                rc = r
+            level += (a_l if a_l > inv_n else inv_n) * rc
+            if ts is not None:
+                # seasonal rates are per cycle, not per point, so they do not depend on the
+                # sampling interval: a point covering dt seconds moves its knot by
+                # rate·dt/knot_width (its weekday by rate·dt/day); the first cycles are averaged
+                dt = t - t_prev if n > 1 else knot_width
+                dt = knot_width if dt > knot_width else (0.0 if dt < 0.0 else dt)
+                t_prev = t
+                cycles = (t - t_first) / _DAY
+                a = (a_s if a_s * (1.0 + cycles) > 1.0 else 1.0 / (1.0 + cycles)) * dt / knot_width
+                daily[i0] += a * (1.0 - f) * rc
+                daily[i1] += a * f * rc
+                cycles /= 7.0
+                a = (a_s if a_s * (1.0 + cycles) > 1.0 else 1.0 / (1.0 + cycles)) * dt / _DAY
+                weekly[wd] += a * rc
+            ar = r if r >= 0.0 else -r
+            z = ar / (sc * (tail if tail > tail_min else tail_min))
+            z2 = z * z
+            raw = z2 / (z2 + za2)
+            recent = recent * decay
+            if raw > recent:
+                recent = raw
+            if n > 3:
+                # running (1 - tail_p) quantile of |r|/scale, by stochastic approximation in log space
+                tail *= up if ar > tail * sc else down
+            scale += (a_sc if a_sc > inv_n else inv_n) * ((ar if ar < lim or n <= 3 else lim) - scale)
+        self._level, self._scale, self._n, self._tail, self._recent = level, scale, n, tail, recent
+        self._t_first, self._t_prev = t_first, t_prev
+        self._run_len, self._run_sign, self._run_sum = run_len, run_sign, run_sum
+        return out
+
+
+def _as_lists(x: npt.ArrayLike, t: npt.ArrayLike | None) -> tuple[list[float], list[float] | None]:
+    xs = np.asarray(x, dtype=np.float64).ravel().tolist()
+    if t is None:
+        return xs, None
+    ts = np.asarray(t, dtype=np.float64).ravel().tolist()
+    if len(ts) != len(xs):
+        raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+    return xs, ts
+
+
+def posix_seconds(timestamps: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``datetime64`` values as POSIX seconds (the ``t`` the detectors take).
+
+    >>> posix_seconds(np.array(["1970-01-02T00:00"], dtype="datetime64[m]"))
+    array([86400.])
+    """
+    return np.asarray(timestamps).astype("datetime64[s]").astype(np.int64).astype(np.float64)

@@ -1,0 +1,31 @@
+"""ITSM pushes of problem records: ServiceNow, ManageEngine ServiceDesk Plus, a signed webhook.
+
+Contract: every client's ``async push(record) -> external id`` is idempotent (the first push
+creates the ITSM record, later pushes update it; the external id is kept in an
+:class:`ExternalIdStore`). Clients raise :class:`ItsmUnavailable` (retry later) or
+:class:`ItsmRejected` (do not retry). Put an :class:`ItsmOutbox` in front of a client so a slow or
+failing ITSM never blocks the stream: ``offer`` never waits, ``flush`` / ``run`` retry with
+backoff. Secrets are kept out of ``repr`` and log messages.
+"""
+
+from ._base import ExternalIdStore, ItsmClient, describe
+from ._outbox import ItsmOutbox
+from .exceptions import ItsmError, ItsmRejected, ItsmUnavailable
+from .servicedesk_plus import ServiceDeskPlusProblemClient
+from .servicenow import ServiceNowProblemClient
+from .webhook import WebhookProblemClient, sign, verify
+
+__all__ = [
+    "ExternalIdStore",
+    "ItsmClient",
+    "ItsmError",
+    "ItsmOutbox",
+    "ItsmRejected",
+    "ItsmUnavailable",
+    "ServiceDeskPlusProblemClient",
+    "ServiceNowProblemClient",
+    "WebhookProblemClient",
+    "describe",
+    "sign",
+    "verify",
+]

@@ -1,0 +1,194 @@
+"""One contract over every trend-anomaly detector, then the seasonal detector's own behaviour."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from detectors import (
+    AnomalyVerdict,
+    BypassRule,
+    HalfSpaceTreesDetector,
+    IsolationForestWindowsDetector,
+    SeasonalAnomalyDetector,
+    SustainedAnomalyTracker,
+    WindowedGaussianDetector,
+)
+
+HOUR = 3600.0
+
+#: small settings so the contract runs in a second or two per detector
+FACTORIES: dict[str, Callable[[int], Any]] = {
+    "seasonal": lambda seed: SeasonalAnomalyDetector(),
+    "halfSpaceTrees": lambda seed: HalfSpaceTreesDetector(n_trees=10, height=8, window_size=100, seed=seed),
+    "isolationForest": lambda seed: IsolationForestWindowsDetector(
+        width=4, buffer=300, refit=150, n_estimators=20, seed=seed),
+    "windowedGaussian": lambda seed: WindowedGaussianDetector(window=500, step=50),
+}
+
+
+def ticket_volume(days: int = 21, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly tickets of one service: a daily cycle, quieter weekends, Poisson-like noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 24) * HOUR
+    hour, weekday = (t % 86_400) / HOUR, (t // 86_400 + 3) % 7
+    mean = 40 + 25 * np.sin(2 * np.pi * (hour - 6) / 24) - 15 * (weekday >= 5)
+    return t, mean + rng.normal(0, 2.0, t.size)
+
+
+def with_anomalies(x: np.ndarray, start: int = 240) -> tuple[np.ndarray, np.ndarray]:
+    """Isolated spikes (+30) and drops (-30) every 23 hours after ``start``."""
+    x, y = x.copy(), np.zeros(x.size, dtype=bool)
+    for k, i in enumerate(range(start, x.size, 23)):
+        x[i] += 30.0 if k % 2 == 0 else -30.0
+        y[i] = True
+    return x, y
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def factory(request: pytest.FixtureRequest) -> Callable[[int], Any]:
+    return FACTORIES[request.param]
+
+
+def test_scores_are_in_unit_interval_and_beat_chance_on_spikes_and_drops(factory) -> None:
+    t, x = ticket_volume()
+    x, y = with_anomalies(x)
+    scores = factory(7).score_learn_many(x, t)
+    assert scores.shape == x.shape and np.all((scores >= 0) & (scores <= 1))
+    later = slice(240, None)
+    assert roc_auc_score(y[later], scores[later]) > 0.5
+
+
+def test_score_does_not_learn(factory) -> None:
+    t, x = ticket_volume(days=10)
+    a, b = factory(3), factory(3)
+    a.learn_many(x[:200], t[:200])
+    b.learn_many(x[:200], t[:200])
+    a.score_one(500.0, t[200])
+    a.score_many(x[200:] * 3, t[200:])
+    np.testing.assert_array_equal(a.score_learn_many(x[200:], t[200:]), b.score_learn_many(x[200:], t[200:]))
+
+
+def test_snapshot_restore_round_trip(factory) -> None:
+    t, x = ticket_volume(days=10)
+    a = factory(5)
+    a.learn_many(x[:200], t[:200])
+    state = a.snapshot()
+    b = factory(5).restore(state)
+    np.testing.assert_array_equal(a.score_learn_many(x[200:], t[200:]), b.score_learn_many(x[200:], t[200:]))
+
+
+def test_same_seed_same_scores_and_batch_equals_one_at_a_time(factory) -> None:
+    t, x = ticket_volume(days=8)
+    x, _ = with_anomalies(x, start=100)
+    batch = factory(11).score_learn_many(x, t)
+    np.testing.assert_array_equal(batch, factory(11).score_learn_many(x, t))
+    one = factory(11)
+    looped = []
+    for v, ts in zip(x.tolist(), t.tolist(), strict=True):
+        looped.append(one.score_one(v, ts))
+        one.learn_one(v, ts)
+    np.testing.assert_allclose(batch, looped, rtol=0, atol=1e-12)
+
+
+# -- the seasonal detector ---------------------------------------------------------------------
+def trained(days: int = 21, **kw: Any) -> tuple[SeasonalAnomalyDetector, np.ndarray, np.ndarray]:
+    t, x = ticket_volume(days)
+    det = SeasonalAnomalyDetector(**kw)
+    det.learn_many(x, t)
+    return det, t, x
+
+
+def truth(t: float) -> float:
+    hour, weekday = (t % 86_400) / HOUR, (t // 86_400 + 3) % 7
+    return 40 + 25 * np.sin(2 * np.pi * (hour - 6) / 24) - 15 * (weekday >= 5)
+
+
+def test_learns_the_daily_and_weekly_cycle() -> None:
+    det, t, _ = trained(days=35)
+    next_day = t[-1] + HOUR * np.arange(1, 49)
+    errors = [abs(det.verdict_one(truth(ts), ts).expected - truth(ts)) for ts in next_day]
+    assert max(errors) < 5.0  # daily amplitude 25, weekend offset 15, noise sd 2
+    assert max(det.score_many([truth(ts) for ts in next_day], next_day)) < 0.1
+
+
+def test_spike_and_drop_are_flagged_with_their_direction() -> None:
+    det, t, _ = trained()
+    ts = t[-1] + HOUR
+    # +-40 is 20 noise sd; the band is wider than the noise because the learnt profile is not exact
+    spike, drop, normal = det.verdict_one(truth(ts) + 40, ts), det.verdict_one(truth(ts) - 40, ts), \
+        det.verdict_one(truth(ts), ts)
+    assert spike.is_anomaly and spike.direction == "spike" and spike.observed > spike.band[1]
+    assert drop.is_anomaly and drop.direction == "drop" and drop.observed < drop.band[0]
+    assert not normal.is_anomaly and normal.band[0] < normal.observed < normal.band[1]
+    assert det.score_one(truth(ts) + 40, ts) > 0.5 > det.score_one(truth(ts), ts)
+
+
+def test_outliers_do_not_poison_the_baseline() -> None:
+    t, x = ticket_volume(days=21)
+    dirty = x.copy()
+    dirty[::10] += 200.0  # 10 % of the hours carry a huge outlier
+    clean_det, dirty_det = SeasonalAnomalyDetector(), SeasonalAnomalyDetector()
+    clean_det.learn_many(x, t)
+    dirty_det.learn_many(dirty, t)
+    ts = t[-1] + HOUR
+    dirty_expected = dirty_det.verdict_one(truth(ts), ts).expected
+    assert abs(dirty_expected - clean_det.verdict_one(truth(ts), ts).expected) < 3.0
+    assert abs(dirty_expected - truth(ts)) < 5.0  # a mean would sit ~20 higher
+
+
+def test_a_persistent_shift_becomes_the_new_normal() -> None:
+    t, x = ticket_volume(days=21)
+    x[400:] += 60.0
+    scores = SeasonalAnomalyDetector().score_learn_many(x, t)
+    assert scores[400] > 0.5                 # the onset alerts
+    assert scores[440:].max() < 0.2          # then it is the baseline, not an alert per hour
+
+
+def test_cold_start_scores_zero_and_gives_no_verdict() -> None:
+    det = SeasonalAnomalyDetector(warmup=50)
+    t, x = ticket_volume(days=3)
+    assert det.verdict_one(1e6, t[0]) is None
+    assert not det.score_learn_many(x[:50] * 10, t[:50]).any()
+    assert det.verdict_one(x[50], t[50]) is not None
+
+
+def test_snapshot_is_json() -> None:
+    det, t, x = trained(days=3)
+    back = SeasonalAnomalyDetector().restore(json.loads(json.dumps(det.snapshot())))
+    assert back.score_one(x[5] + 20, t[-1] + HOUR) == det.score_one(x[5] + 20, t[-1] + HOUR)
+
+
+# -- signals -----------------------------------------------------------------------------------
+def verdict(direction: str, anomalous: bool) -> AnomalyVerdict:
+    return AnomalyVerdict(1.0, 2.0, (1.5, 2.5), 0.9 if anomalous else 0.1, anomalous, direction)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("tickets", "alerts", "fires"), [
+    (verdict("drop", True), verdict("spike", False), True),    # tickets fell, alerts steady: bypass
+    (verdict("drop", True), verdict("spike", True), True),     # alerts even rose
+    (verdict("drop", True), verdict("drop", True), False),     # both fell: demand really fell
+    (verdict("spike", True), verdict("spike", False), False),  # a ticket spike is not a bypass
+    (verdict("drop", False), verdict("spike", False), False),  # no anomaly at all
+    (verdict("drop", True), None, False),                      # alerts unknown: do not guess
+])
+def test_bypass_rule(tickets, alerts, fires) -> None:
+    signal = BypassRule().check("payroll", tickets, alerts)
+    assert (signal is not None) == fires
+    if signal:
+        assert signal.kind == "demand_shift_bypass" and signal.service == "payroll"
+
+
+def test_sustained_anomalies_raise_one_candidate_per_episode() -> None:
+    tracker = SustainedAnomalyTracker(min_intervals=3)
+    seq = [verdict("spike", True)] * 5 + [verdict("drop", True)] * 3 + [verdict("spike", False)] \
+        + [verdict("spike", True)] * 2
+    out = [tracker.update("svc", v) for v in seq]
+    raised = [(i, c.direction) for i, c in enumerate(out) if c is not None]
+    assert raised == [(2, "spike"), (7, "drop")]
+    assert tracker.update("other", None) is None

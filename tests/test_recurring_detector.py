@@ -1,0 +1,186 @@
+"""Behaviour of the recurring-incident detector a problem manager would notice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from detectors import RecurringIncidentDetector
+from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
+from opsintel.problems import Feedback, ProblemStatus, decode_problem, encode_problem
+from streams.adapters import Rejected, read_events
+
+DATA = Path(__file__).parent / "data"
+T0 = datetime(2016, 3, 1, tzinfo=UTC)
+
+
+def incident(n: int, hours: float, *, kind: str = "created", **fields: object) -> TicketEvent:
+    base: dict[str, object] = dict(service="Category 55", category="Category 55", subcategory="Subcategory 170",
+                                   symptom="Symptom 72", location=f"Location {n % 3}")  # fmt: skip
+    base.update(fields)
+    return TicketEvent(
+        event_id=f"e{n}:{kind}", source="test", ticket_id=f"INC{n:04d}", kind=kind,  # type: ignore[arg-type]
+        version=0 if kind == "created" else 1, event_time=T0 + timedelta(hours=hours),
+        opened_at=T0 + timedelta(hours=hours if kind == "created" else 0), **base,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def replay(det: RecurringIncidentDetector, events: list) -> dict[str, object]:
+    latest = {}
+    for ev in events:
+        det.learn_one(ev)
+        for rec in det.pop_updates():
+            latest[rec.problem_id] = rec
+    return latest
+
+
+def real_slice(name: str, fmt: str) -> list:
+    events = [e for e in read_events(fmt, DATA / name) if not isinstance(e, Rejected)]
+    return sorted(events, key=lambda e: e.event_time)
+
+
+def test_servicenow_slice_counts_each_incident_once() -> None:
+    events = real_slice("servicenow_incident_event_log.csv.gz", "servicenow-csv")
+    det = RecurringIncidentDetector(min_count=2, record_links=True)
+    latest = replay(det, events)
+    tickets = {e.ticket_id for e in events}
+    assert len(events) > len(tickets)  # many lifecycle rows per incident
+    linked = [i for rec in latest.values() for i in rec.incident_ids]
+    assert len(linked) == len(set(linked))
+    assert all(rec.incident_count == len(rec.incident_ids) for rec in latest.values())
+    assert det.tracked_groups <= len(tickets)
+
+
+def test_bpi_slice_text_free_groups_by_ci_and_suggests_knowledge() -> None:
+    events = real_slice("bpic2014_Detail_Incident.csv.gz", "bpic2014-incident")
+    det = RecurringIncidentDetector(window_hours=24 * 365 * 3, min_count=2)
+    latest = replay(det, events)
+    assert latest, "a multi-year window over the slice must raise something"
+    for rec in latest.values():
+        assert rec.why.shared_attributes.get("ci") == rec.ci != ""
+        assert not rec.why.top_terms  # BPI has no free text
+    assert any(rec.suggested_knowledge for rec in latest.values())
+
+
+def test_same_group_keeps_its_id_and_versions_grow() -> None:
+    det = RecurringIncidentDetector()
+    versions = []
+    for n in range(6):
+        det.learn_one(incident(n, n))
+        versions += [(r.problem_id, r.version, r.incident_count) for r in det.pop_updates()]
+    assert len({pid for pid, _, _ in versions}) == 1
+    assert [v for _, v, _ in versions] == [1, 2, 3, 4]
+    assert [c for _, _, c in versions] == [3, 4, 5, 6]
+
+
+def test_below_raise_rule_nothing_is_raised_and_dissimilar_incidents_do_not_group() -> None:
+    det = RecurringIncidentDetector()
+    replay(det, [incident(1, 0), incident(2, 1)])
+    assert det.pop_updates() == []
+    latest = replay(det, [incident(3, 2, symptom="Symptom 9", subcategory="Subcategory 1")])
+    assert latest == {}
+
+
+def test_lifecycle_events_update_signals_not_counts() -> None:
+    det = RecurringIncidentDetector()
+    latest = replay(det, [incident(n, n) for n in range(3)])
+    [rec] = latest.values()
+    resolved = incident(0, 5, kind="resolved", reassignment_count=4, reopen_count=1, sla_made=True,
+                        knowledge_article="KM0000553", priority="3 - Moderate",
+                        resolved_at=T0 + timedelta(hours=5))  # fmt: skip
+    [upd] = replay(det, [resolved]).values()
+    assert upd.problem_id == rec.problem_id and upd.version == rec.version + 1
+    assert upd.incident_count == 3
+    assert upd.signals.mean_reassignments == pytest.approx(4 / 3, abs=1e-3)
+    assert upd.signals.reopen_rate == pytest.approx(1 / 3, abs=1e-3)
+    assert upd.signals.sla_resolution_met_rate == 1.0  # 5 h < 24 h target of priority 3
+    assert upd.suggested_knowledge is not None and upd.suggested_knowledge.article == "KM0000553"
+
+
+def test_suspect_change_and_monitoring_lead() -> None:
+    det = RecurringIncidentDetector()
+    change = ChangeEvent(event_id="c1", source="test", change_id="CHG0000404", ci="srv-7",
+                         event_time=T0 - timedelta(hours=6), actual_start=T0 - timedelta(hours=6))  # fmt: skip
+    alert = MonitoringEvent(event_id="a1", source="test", status="firing", fingerprint="fp1",  # type: ignore[arg-type]
+                            name="DiskFull", ci="srv-7", event_time=T0 - timedelta(hours=2),
+                            starts_at=T0 - timedelta(hours=2))  # fmt: skip
+    latest = replay(det, [change, alert] + [incident(n, n + 1, ci="srv-7") for n in range(3)])
+    [rec] = latest.values()
+    assert rec.suspect_change is not None and rec.suspect_change.change_id == "CHG0000404"
+    assert rec.suspect_change.match == "ci" and rec.suspect_change.delta_hours == pytest.approx(7.0)
+    assert rec.monitoring_first is not None and rec.monitoring_first.lead_hours == pytest.approx(3.0)
+
+
+def test_snapshot_restore_continues_identically() -> None:
+    events = [incident(n, n * 5) for n in range(8)] + [incident(100 + n, 40 + n, symptom="Symptom 9") for n in range(4)]
+    straight = RecurringIncidentDetector()
+    expected = replay(straight, events)
+    first = RecurringIncidentDetector()
+    replay(first, events[:5])
+    restored = RecurringIncidentDetector.from_snapshot(first.snapshot())
+    got = replay(restored, events[5:])
+    assert {p: (r.version, r.incident_ids) for p, r in got.items()} == {
+        p: (r.version, r.incident_ids) for p, r in expected.items() if p in got
+    }
+    assert set(expected) == set(got) | {p for p, r in expected.items() if r.incident_count <= 5 and p not in got}
+
+
+def test_reject_is_respected_until_material_change() -> None:
+    det = RecurringIncidentDetector()
+    [rec] = replay(det, [incident(n, n) for n in range(3)]).values()
+    assert det.apply_feedback(Feedback(problem_id=rec.problem_id, action="reject"))  # type: ignore[arg-type]
+    [rejected] = det.pop_updates()
+    assert rejected.status is ProblemStatus.REJECTED
+    assert replay(det, [incident(n, n) for n in range(3, 5)]) == {}  # 5 < 2 x 3: still rejected
+    [again] = replay(det, [incident(5, 5)]).values()  # 6 = 2 x 3: materially changed
+    assert again.problem_id == rec.problem_id and again.status is ProblemStatus.CANDIDATE
+
+
+def test_merge_and_split() -> None:
+    det = RecurringIncidentDetector()
+    a = replay(det, [incident(n, n) for n in range(3)])
+    b = replay(det, [incident(10 + n, 3 + n, symptom="Symptom 9", subcategory="Subcategory 1") for n in range(3)])
+    [pa], [pb] = list(a), list(b)
+    assert det.apply_feedback(Feedback(problem_id=pb, action="merge", into=pa))  # type: ignore[arg-type]
+    recs = {r.problem_id: r for r in det.pop_updates()}
+    assert recs[pb].status is ProblemStatus.MERGED and recs[pb].merged_into == pa
+    assert recs[pa].incident_count == 6
+    # a new incident like the merged group lands on the surviving problem
+    [upd] = replay(det, [incident(20, 7, symptom="Symptom 9", subcategory="Subcategory 1")]).values()
+    assert upd.problem_id == pa and "INC0020" in upd.incident_ids
+    out = ["INC0010", "INC0011"]
+    assert det.apply_feedback(Feedback(problem_id=pa, action="split", incident_ids=out))  # type: ignore[arg-type]
+    recs = {r.problem_id: r for r in det.pop_updates()}
+    assert not set(out) & set(recs[pa].incident_ids)
+    [new] = [r for p, r in recs.items() if p != pa]
+    assert sorted(new.incident_ids) == out and new.status is ProblemStatus.OPEN
+    # later events of split incidents stay with the new problem
+    replay(det, [incident(10, 9, kind="resolved", resolved_at=T0 + timedelta(hours=9))])
+    assert det._tickets["INC0010"] == new.problem_id
+
+
+def test_groups_expire_with_the_window_and_memory_stays_bounded() -> None:
+    det = RecurringIncidentDetector(window_hours=24, memory_windows=2)
+    for n in range(2000):  # one unrelated incident every hour: each seeds its own group
+        det.learn_one(incident(n, n, symptom=f"Symptom {n}", subcategory=f"Sub {n}", location=""))
+    assert det.active_groups <= 26
+    assert len(det._tickets) <= 3 * 24 + 2
+
+
+def test_free_text_groups_masked_variants() -> None:
+    det = RecurringIncidentDetector()
+    texts = ["Disk full on db-07.corp.example /var/lib/pg 97%", "disk full on db-12.corp.example /data 99%",
+             "Disk FULL on db-3.corp.example /srv 91%"]  # fmt: skip
+    events = [incident(n, n, service="", category="", subcategory="", symptom="", location="", description=t)
+              for n, t in enumerate(texts)]  # fmt: skip
+    events.append(incident(9, 4, service="", category="", subcategory="", symptom="", location="",
+                           description="printer out of toner on floor 3"))  # fmt: skip
+    [rec] = replay(det, events).values()
+    assert rec.incident_count == 3 and {"disk", "full"} <= set(rec.why.top_terms)
+
+
+def test_record_json_roundtrip() -> None:
+    [rec] = replay(RecurringIncidentDetector(), [incident(n, n) for n in range(3)]).values()
+    assert decode_problem(encode_problem(rec)) == rec
