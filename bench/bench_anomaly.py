@@ -1,4 +1,4 @@
-"""Throughput and memory of the trend-anomaly detector.
+"""Throughput and memory of the trend-anomaly detectors (``--detector``, default: both).
 
 Prints points/s of ``score_many``, ``learn_many`` and ``score_learn_many`` (median of
 ``--repeat`` runs, one process = one core) over a synthetic 5-minute series with a daily cycle,
@@ -18,7 +18,9 @@ import tracemalloc
 
 import numpy as np
 
-from detectors import SeasonalAnomalyDetector
+from detectors import RecordBreakDetector, SeasonalAnomalyDetector
+
+DETECTORS = {"recordBreak": RecordBreakDetector, "seasonal": SeasonalAnomalyDetector}
 
 
 def series(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,16 +42,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--detector", action="append", choices=sorted(DETECTORS), default=None)
     args = ap.parse_args()
+    print(f"points per run: {args.points}, median of {args.repeat} runs")
+    for name in args.detector or list(DETECTORS):
+        print(f"-- {name}")
+        bench(DETECTORS[name], args)
+
+
+def bench(cls, args: argparse.Namespace) -> None:
     x, t = series(args.points)
-    warm = SeasonalAnomalyDetector()
+    warm = cls()
     warm.learn_many(x[:2000], t[:2000])
     state = warm.snapshot()
 
-    def fresh() -> SeasonalAnomalyDetector:
-        return SeasonalAnomalyDetector().restore(state)
+    def fresh():
+        return cls().restore(state)
 
-    print(f"points per run: {args.points}, median of {args.repeat} runs")
     det = fresh()
     print(f"score_many        {rate(lambda: det.score_many(x, t), args.points, args.repeat):>12,.0f} points/s")
     print(f"learn_many        {rate(lambda: fresh().learn_many(x, t), args.points, args.repeat):>12,.0f} points/s")

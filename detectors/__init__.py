@@ -12,7 +12,9 @@ same code on the same events.
   hour-of-day / weekday baseline (score in [0, 1], :class:`AnomalyVerdict` explanations);
   :class:`BypassRule` reads a ticket drop against monitoring alerts, and
   :class:`SustainedAnomalyTracker` turns sustained anomalies into :class:`ProblemCandidate` s.
-  The baselines it is benchmarked against (``opsintel eval nab``) share its API.
+  :class:`RecordBreakDetector` (the default trend detector) scores how far a value breaks the
+  series' records, in value and in residual against that baseline (best NAB score here).
+  The baselines they are benchmarked against (``opsintel eval nab``) share their API.
 """
 
 from ._baselines import (
@@ -22,6 +24,7 @@ from ._baselines import (
     WindowedGaussianDetector,
 )
 from ._raise_rule import RaiseRule, ServiceBaseline
+from ._record_break import RecordBreakDetector
 from ._recurring import RecurringIncidentDetector
 from ._seasonal import AnomalyVerdict, SeasonalAnomalyDetector, posix_seconds
 from ._signals import BypassRule, BypassSignal, ProblemCandidate, SustainedAnomalyTracker
@@ -36,6 +39,7 @@ __all__ = [
     "NullDetector",
     "ProblemCandidate",
     "RaiseRule",
+    "RecordBreakDetector",
     "RecurringIncidentDetector",
     "SeasonalAnomalyDetector",
     "ServiceBaseline",

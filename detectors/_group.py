@@ -81,13 +81,30 @@ class Group(msgspec.Struct, kw_only=True):
     merged_into: str = ""
     excluded: list[str] = msgspec.field(default_factory=list)
     feedback: FeedbackNote | None = None
+    sig: str = ""  #: key of the background rate this group is judged against
+    linked: int = 0  #: incidents ever linked to the problem (its ``incident_count``)
+    pending: list[str] = msgspec.field(default_factory=list)  #: unlinked members, oldest first
+    in_episode: bool = False
+    episode: int = 0  #: episodes so far (raises, re-raises)
+    episode_start: float = 0.0
+    expected: float = 0.0  #: expected window count when last judged
+    level: float = 0.0  #: the window count an ended episode had become usual at (decays)
+    level_at: float = 0.0
+    episodes: list[tuple[float, float, int]] = msgspec.field(default_factory=list)  #: closed (start, end, linked)
 
     def count_in_window(self, now: float, window: float) -> int:
         """Incidents opened within ``(now - window, now]``; prunes older times."""
-        cut = bisect.bisect_left(self.times, now - window)
-        if cut:
-            del self.times[:cut]
+        self.prune(now - window)
         return len(self.times)
+
+    def prune(self, cutoff: float) -> list[float]:
+        """Drop (and return) the times before ``cutoff``."""
+        cut = bisect.bisect_left(self.times, cutoff)
+        if not cut:
+            return []
+        old = self.times[:cut]
+        del self.times[:cut]
+        return old
 
     def add_time(self, t: float) -> None:
         if not self.times or self.times[-1] <= t:

@@ -92,7 +92,7 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
         rate_vs_baseline=round(max(in_window, g.peak) / ctx.baseline, 2) if ctx.baseline else 0.0,
         rule=ctx.rule_text,
     )
-    ids = list(g.members)
+    ids = [tid for tid, m in g.members.items() if m.linked_at]
     # dict.fromkeys de-duplicates: ServiceNow's service *is* its category
     label = " / ".join(dict.fromkeys(shared[f] for f in _TITLE_ORDER if f in shared))
     if top_terms:
@@ -102,7 +102,7 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
         kind="recurring",
         version=g.version,
         status=ProblemStatus(g.status),
-        title=f"{g.count} similar incidents" + (f": {label}" if label else ""),
+        title=f"{g.linked} similar incidents" + (f": {label}" if label else ""),
         first_seen=to_dt(g.first),
         last_seen=to_dt(g.last),
         raised_at=to_dt(g.raised_at or ctx.now),
@@ -112,7 +112,7 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
         ci=rep["ci"],
         category=rep["category"],
         incident_ids=ids[-ctx.max_ids :],
-        incident_count=g.count,
+        incident_count=g.linked,
         why=why,
         suspect_change=suspect_change(
             ctx.changes, g.named_changes, rep["ci"], rep["service"], g.first, ctx.change_lookback
@@ -122,5 +122,10 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
         signals=signals_from(g.sums),
         merged_into=g.merged_into,
         feedback=g.feedback,
-        details={"peak_count_in_window": g.peak, "members_tracked": len(g.members)},
+        details={
+            "peak_count_in_window": g.peak, "members_tracked": len(g.members), "episode": g.episode,
+            "episode_open": g.in_episode, "episode_started": to_dt(g.episode_start).isoformat() if g.episode else "",
+            "closed_episodes": [{"start": to_dt(a).isoformat(), "end": to_dt(b).isoformat(), "linked": n}
+                                for a, b, n in g.episodes],
+        },  # fmt: skip
     )

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections import deque
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from opsintel.events import ChangeEvent, Event, MonitoringEvent, TicketEvent
-from opsintel.problems import Feedback, FeedbackAction, FeedbackNote, ProblemRecord, ProblemStatus
+from opsintel.problems import ProblemRecord, ProblemStatus
 
 from . import _text
 from ._evidence import DEFAULT_RESOLUTION_TARGETS_HOURS, ContextIndex, alert_item, change_item
+from ._feedback import FeedbackMixin
 from ._group import Group, Member, update_member
-from ._raise_rule import RaiseRule, ServiceBaseline
+from ._raise_rule import BackgroundRates, RaiseRule, ServiceBaseline
 from ._records import RecordContext, build_record, problem_id
-from ._similarity import FIELDS, blend, blocking_keys, context_of, field_similarity, weights_from
+from ._similarity import FIELDS, blend, blocking_keys, context_of, field_similarity, signature, weights_from
+from ._store import GroupStore
 
-_RAISED = frozenset({"candidate", "open", "confirmed"})
 #: a link event for offline evaluation: (incident id, problem id or "" when unlinked, linked at)
 Link = tuple[str, str, float]
 
@@ -28,6 +29,7 @@ class _Snapshot(msgspec.Struct):
     active: list[Group]
     retained: list[Group]
     baseline: ServiceBaseline
+    rates: BackgroundRates
     changes: ContextIndex
     alerts: ContextIndex
     df: dict[int, int]
@@ -36,17 +38,24 @@ class _Snapshot(msgspec.Struct):
     ticket_times: list[tuple[float, str]]
     now: float
     next_sweep: float
+    next_live: float
     dirty: list[str]
 
 
-class RecurringIncidentDetector:
-    """Group similar incidents in a sliding window and raise / update problem records.
+class RecurringIncidentDetector(FeedbackMixin):
+    """Group similar incidents in a sliding window; raise / update a problem when a group is unusual.
 
     River-shaped: feed every event (ticket, change, alert) in time order to :meth:`learn_one`;
     collect the problem records that changed with :meth:`pop_updates`; apply human decisions
     with :meth:`apply_feedback`; :meth:`snapshot` / :meth:`from_snapshot` carry the state across
     restarts. An incident counts once: its first event places it in a group, later events of
     the same ``ticket_id`` only update its signals (resolution, reopen, knowledge article).
+
+    A group is raised when it is unusual for its signature (see :mod:`detectors._raise_rule`);
+    it then stays one problem (stable id, growing version) for good, but links incidents only
+    during *episodes*: from the raise until its rate falls back towards its baseline. A later
+    burst of the same group opens a new episode of the same record (ITIL: one problem per
+    cause); the quiet stretches in between, the signature's ordinary traffic, are not linked.
 
     Parameters
     ----------
@@ -55,25 +64,24 @@ class RecurringIncidentDetector:
         rule counts incidents within it. Default one week (see ``BENCHMARKS.md``).
     similarity_threshold
         Minimum similarity (0..1) for an incident to join a group, else it seeds a new one.
-    min_count, baseline_factor, reraise_factor
+    min_count, baseline_factor, reraise_factor, alpha
         The raise rule (:class:`~detectors._raise_rule.RaiseRule`).
-    field_weights
-        Weights of the context fields, partial mapping over ``detectors._similarity.FIELDS``.
-    text_weight
-        Weight of the free-text cosine when both sides have text.
-    max_candidates
-        Groups kept per blocking key (the newest), bounding the work per incident.
-    max_members
-        Incidents whose signals a group tracks (the oldest are folded out beyond it).
-    max_linked_ids
-        Incident ids listed in a record (``incident_count`` stays exact).
+    baseline_windows
+        Memory of a signature's background rate, in windows (the decay time constant).
+    warmup_hours
+        History watched before the window before anything is raised (default: one window).
+    field_weights, text_weight
+        Weights of the context fields (partial mapping over ``detectors._similarity.FIELDS``)
+        and of the free-text cosine when both sides have text.
+    max_candidates, max_members, max_linked_ids
+        Groups kept per blocking key; incidents whose signals a group tracks; ids listed in a
+        record (``incident_count`` stays exact).
     memory_windows
         Raised or decided groups are remembered this many windows after their last incident,
         so a recurrence updates the same problem and a rejected group stays rejected.
-    change_lookback_hours, alert_lookback_hours
-        How far before the first incident a change / an alert on the same CI or service counts.
-    resolution_targets_hours
-        Priority rank -> resolution target, for "SLA resolution met".
+    change_lookback_hours, alert_lookback_hours, resolution_targets_hours
+        Evidence: how far before the first incident a change / an alert counts; priority rank ->
+        resolution target, for "SLA resolution met".
     record_links
         Keep ``(incident, problem, linked_at)`` events for :meth:`pop_links` (offline evaluation).
 
@@ -81,12 +89,13 @@ class RecurringIncidentDetector:
     --------
     >>> from datetime import datetime, timedelta, timezone
     >>> t0 = datetime(2016, 3, 1, tzinfo=timezone.utc)
+    >>> def incident(i, at, symptom="Symptom 72"):
+    ...     return TicketEvent(event_id=f"e{i}", source="servicenow", ticket_id=f"INC{i}", kind="created",
+    ...         version=0, event_time=at, service="Category 55", category="Category 55",
+    ...         subcategory="Subcategory 170", symptom=symptom, location=f"Location {i}")
     >>> det = RecurringIncidentDetector()
-    >>> for i in range(4):
-    ...     det.learn_one(TicketEvent(event_id=f"e{i}", source="servicenow", ticket_id=f"INC{i}",
-    ...         kind="created", version=0, event_time=t0 + timedelta(hours=i),
-    ...         service="Category 55", category="Category 55", subcategory="Subcategory 170",
-    ...         symptom="Symptom 72", location=f"Location {i}"))
+    >>> det.learn_one(incident(0, t0 - timedelta(days=28), symptom="Symptom 1"))  # four weeks watched
+    >>> det.learn_many(incident(i, t0 + timedelta(hours=i)) for i in range(1, 5))
     >>> [rec] = det.pop_updates()
     >>> rec.status, rec.incident_count, rec.version
     (<ProblemStatus.CANDIDATE: 'candidate'>, 4, 1)
@@ -102,6 +111,9 @@ class RecurringIncidentDetector:
         min_count: int = 3,
         baseline_factor: float = 2.0,
         reraise_factor: float = 2.0,
+        alpha: float = 0.001,
+        baseline_windows: float = 4.0,
+        warmup_hours: float | None = None,
         field_weights: Mapping[str, float] | None = None,
         text_weight: float = 4.0,
         max_candidates: int = 8,
@@ -115,11 +127,13 @@ class RecurringIncidentDetector:
     ) -> None:
         if window_hours <= 0 or not 0 < similarity_threshold <= 1:
             raise ValueError("window_hours must be > 0 and similarity_threshold in (0, 1]")
-        if max_candidates < 1 or max_members < 1 or memory_windows < 1:
-            raise ValueError("max_candidates and max_members must be >= 1, memory_windows >= 1")
+        if max_candidates < 1 or max_members < 1 or memory_windows < 1 or baseline_windows <= 0:
+            raise ValueError("max_candidates, max_members, memory_windows must be >= 1, baseline_windows > 0")
+        warmup_hours = window_hours if warmup_hours is None else warmup_hours
         self.params: dict[str, Any] = {
             "window_hours": window_hours, "similarity_threshold": similarity_threshold,
             "min_count": min_count, "baseline_factor": baseline_factor, "reraise_factor": reraise_factor,
+            "alpha": alpha, "baseline_windows": baseline_windows, "warmup_hours": warmup_hours,
             "field_weights": dict(field_weights or {}), "text_weight": text_weight,
             "max_candidates": max_candidates, "max_members": max_members, "max_linked_ids": max_linked_ids,
             "memory_windows": memory_windows, "change_lookback_hours": change_lookback_hours,
@@ -128,38 +142,40 @@ class RecurringIncidentDetector:
                                          (resolution_targets_hours or DEFAULT_RESOLUTION_TARGETS_HOURS).items()},
             "record_links": record_links,
         }  # fmt: skip
-        self.rule = RaiseRule(min_count=min_count, baseline_factor=baseline_factor, reraise_factor=reraise_factor)
+        self.rule = RaiseRule(min_count=min_count, baseline_factor=baseline_factor, reraise_factor=reraise_factor,
+                              alpha=alpha)  # fmt: skip
         self._weights = weights_from(field_weights)
         self._threshold = similarity_threshold
         self._text_weight = text_weight
         self._window = window_hours * 3600.0
         self._memory = self._window * memory_windows
-        self._max_candidates = max_candidates
+        self._warmup = warmup_hours * 3600.0
         self._max_members = max_members
         self._targets: dict[int, float] = self.params["resolution_targets_hours"]
         self._record_links = record_links
         lookback = max(change_lookback_hours, alert_lookback_hours) * 3600.0
-        self._active: dict[str, Group] = {}  # ordered by last incident (oldest first)
-        self._retained: dict[str, Group] = {}  # raised / decided groups past the window
-        self._tickets: dict[str, str] = {}  # incident -> group, forgotten after the memory horizon
-        self._ticket_times: deque[tuple[float, str]] = deque()
+        self._store = GroupStore(max_candidates)
+        self._episodes: dict[str, None] = {}  # groups with an open episode
         self.stale_events = 0  #: first-seen events of incidents opened before the window (ignored)
-        self._by_key: dict[str, list[str]] = {}
-        self._exact: dict[tuple[str, ...], str] = {}  # context -> newest group seeded with it
         self._df: dict[int, int] = {}
         self._baseline = ServiceBaseline()
+        self._rates = BackgroundRates(window=self._window, tau=self._window * baseline_windows)
         self._changes = ContextIndex(retention=self._window + lookback)
         self._alerts = ContextIndex(retention=self._window + lookback)
         self._dirty: dict[str, None] = {}
         self._links: list[Link] = []
         self._now = 0.0
         self._next_sweep = 0.0
+        self._next_live = 0.0
 
     # ------------------------------------------------------------------ learning
     def learn_one(self, event: Event) -> None:
         """Learn from one event (ticket, change or alert); events should arrive in time order."""
         t = event.event_time.timestamp()
         if t > self._now:
+            if self._rates.start < 0:
+                self._rates.begin(t)
+                self._next_live = t + self._window
             self._now = t
             if t >= self._next_sweep:
                 self._sweep()
@@ -176,9 +192,10 @@ class RecurringIncidentDetector:
             self.learn_one(event)
 
     def _learn_ticket(self, ev: TicketEvent) -> None:
-        gid = self._tickets.get(ev.ticket_id)
+        store = self._store
+        gid = store.tickets.get(ev.ticket_id)
         if gid is not None:  # a later event of a known incident: update its signals only
-            g = self._active.get(gid) or self._retained.get(gid)
+            g = store.get(gid)
             if g is not None:
                 m = g.members.get(ev.ticket_id)
                 if m is not None and update_member(g, m, ev, self._targets) and g.status:
@@ -202,54 +219,41 @@ class RecurringIncidentDetector:
         keys = blocking_keys(ctx, rare)
         best: Group | None = None
         best_sim = 0.0
-        seen: set[str] = set()
-        exact = None if vec else self._exact.get(ctx)
-        if exact is not None and (best := self._get(exact)) is not None:
+        exact = None if vec else store.exact.get(ctx)
+        if exact is not None and (best := store.get(exact)) is not None:
             best_sim = 1.0  # same context, no text: nothing can score higher
-            keys = []
-        for key in keys:
-            for cand in self._by_key.get(key, ()):
-                if cand in seen:
-                    continue
-                seen.add(cand)
-                g = self._get(cand)
-                if g is None:
-                    continue
-                fs, fw = field_similarity(ctx, g.rep, self._weights)
-                ts = _text.cosine(vec, g.centroid) if vec and g.centroid else None
-                sim = blend(fs, fw, ts, self._text_weight)
-                if sim > best_sim:
-                    best, best_sim = g, sim
+        else:
+            seen: set[str] = set()
+            weights, by_key, get = self._weights, store.by_key, store.get
+            for key in keys:
+                for cand in by_key.get(key, ()):
+                    if cand in seen:
+                        continue
+                    seen.add(cand)
+                    g = get(cand)
+                    if g is None:
+                        continue
+                    fs, fw = field_similarity(ctx, g.rep, weights)
+                    sim = blend(fs, fw, _text.cosine(vec, g.centroid), self._text_weight) if vec and g.centroid else fs
+                    if sim > best_sim:
+                        best, best_sim = g, sim
         if best is None or best_sim < self._threshold:
-            best = self._new_group(ev, ctx, keys, opened)
+            best = Group(gid=problem_id(ev.source, ev.ticket_id), source=ev.source, rep=ctx, keys=keys,
+                         sig=signature(ctx) or problem_id(ev.source, ev.ticket_id), created=self._now,
+                         first=opened, last=opened, matches=[0] * len(FIELDS))  # fmt: skip
+            store.index(best)
+            self._rates.seen(best.sig, opened)
             best_sim = 1.0
-        target = self._resolve(best)
-        self._join(target, ev, ctx, opened, best_sim, vec, words)
-
-    def _new_group(self, ev: TicketEvent, ctx: tuple[str, ...], keys: list[str], opened: float) -> Group:
-        g = Group(gid=problem_id(ev.source, ev.ticket_id), source=ev.source, rep=ctx, keys=keys,
-                  created=self._now, first=opened, last=opened, matches=[0] * len(FIELDS))  # fmt: skip
-        self._active[g.gid] = g
-        self._exact[ctx] = g.gid
-        for key in keys:
-            ids = self._by_key.setdefault(key, [])
-            ids.append(g.gid)
-            if len(ids) > self._max_candidates:
-                del ids[0]
-        return g
+        self._join(store.resolve(best), ev, ctx, opened, best_sim, vec, words)
 
     def _join(self, g: Group, ev: TicketEvent, ctx: tuple[str, ...], opened: float, sim: float,
               vec: dict[int, float], words: list[str]) -> None:  # fmt: skip
-        if g.gid in self._active:
-            self._active[g.gid] = self._active.pop(g.gid)  # keep the dict ordered by activity
-        else:
-            self._retained.pop(g.gid, None)
-            self._active[g.gid] = g
+        tid = ev.ticket_id
+        self._store.touch(g)
         m = Member(t=opened)
-        g.add_member(ev.ticket_id, m, self._targets)
+        g.add_member(tid, m, self._targets)
         update_member(g, m, ev, self._targets)
-        self._tickets[ev.ticket_id] = g.gid
-        self._ticket_times.append((self._now, ev.ticket_id))
+        self._store.remember(tid, g.gid, self._now)
         g.count += 1
         g.sim_sum += sim
         for i, (a, b) in enumerate(zip(ctx, g.rep, strict=True)):
@@ -260,29 +264,80 @@ class RecurringIncidentDetector:
             _text.add_terms(g.terms, words, 32)
         g.add_time(opened)
         if len(g.members) > self._max_members:
-            # fold the oldest out; its id stays in ``_tickets`` so its later events are not new incidents
+            # fold the oldest out; its id stays in the store so its later events are not new incidents
             g.remove_member(next(iter(g.members)), self._targets)
-        in_window = g.count_in_window(self._now, self._window)
-        g.peak = max(g.peak, in_window)
-        if g.status in _RAISED:
-            self._link(g, ev.ticket_id, m)
-            self._dirty[g.gid] = None
-        elif g.status in ("rejected", "resolved"):
-            if self.rule.materially_changed(in_window, g.decision_count):
-                self._raise(g)
-        elif not g.status and in_window >= self.rule.threshold(self._baseline.get(g.rep[0])):
-            self._raise(g)
-
-    def _raise(self, g: Group) -> None:
-        g.status = ProblemStatus.CANDIDATE.value
-        g.raised_at = g.raised_at or self._now
-        self._dirty[g.gid] = None
-        for tid, m in g.members.items():
+        n = self._window_count(g)
+        g.peak = max(g.peak, n)
+        if g.in_episode:
             self._link(g, tid, m)
+            self._dirty[g.gid] = None
+            return
+        g.pending.append(tid)
+        if g.status in ("rejected", "resolved"):
+            if self.rule.materially_changed(n, g.decision_count):
+                g.status = ProblemStatus.CANDIDATE.value
+                self._begin_episode(g)
+        elif (n >= self.rule.min_count and self._rates.watched(self._now) >= self._warmup
+              and self.rule.is_unusual(n, self._expected(g))):  # fmt: skip
+            g.status = g.status or ProblemStatus.CANDIDATE.value
+            self._begin_episode(g)
+        if not g.in_episode:
+            self._prune_pending(g)
+
+    def _window_count(self, g: Group) -> int:
+        """The group's incidents in the window; those that just left it feed its background rate."""
+        for t in g.prune(self._now - self._window):
+            self._rates.add(g.sig, t)
+        return len(g.times)
+
+    def _expected(self, g: Group, in_window: int = -1) -> float:
+        """What the group's window usually holds: its signature's history, and at least what a
+        group of its service usually reaches (a busy service's new signature is not news)."""
+        usual = self._baseline.get(g.rep[0])
+        g.expected = max(self._rates.expected(g.sig, self._now, usual, in_window), usual)
+        if in_window < 0 and g.level:  # after an episode, its level is the bar (no flapping)
+            g.expected = max(g.expected, g.level * math.exp((g.level_at - self._now) / self._rates.tau))
+        return g.expected
+
+    def _prune_pending(self, g: Group) -> None:
+        """Forget unlinked members past the window: they will never be linked, keep no signals."""
+        cutoff, k = self._now - self._window, 0
+        for k, tid in enumerate(g.pending):  # noqa: B007 (k is used after the loop)
+            m = g.members.get(tid)
+            if m is not None and m.t >= cutoff:
+                break
+            g.remove_member(tid, self._targets)
+        else:
+            k = len(g.pending)
+        if k:
+            del g.pending[:k]
+
+    def _begin_episode(self, g: Group) -> None:
+        if g.in_episode:
+            return
+        g.in_episode, g.episode_start = True, self._now
+        g.episode += 1
+        g.raised_at = g.raised_at or self._now
+        self._episodes[g.gid] = None
+        for tid in g.pending:
+            m = g.members.get(tid)
+            if m is not None:
+                self._link(g, tid, m)
+        g.pending = []
+        self._dirty[g.gid] = None
+
+    def _end_episode(self, g: Group) -> None:
+        if g.in_episode:
+            g.level, g.level_at = g.expected, self._now
+            g.in_episode = False
+            g.episodes = [*g.episodes[-7:], (g.episode_start, self._now, g.linked)]
+            self._dirty[g.gid] = None
+        self._episodes.pop(g.gid, None)
 
     def _link(self, g: Group, ticket_id: str, m: Member) -> None:
         if not m.linked_at:
             m.linked_at = max(self._now, m.t)
+        g.linked += 1
         if self._record_links:
             self._links.append((ticket_id, g.gid, m.linked_at))
 
@@ -293,81 +348,57 @@ class RecurringIncidentDetector:
             self._df = {h: n // 2 for h, n in self._df.items() if n > 1}
 
     # ------------------------------------------------------------------ state
-    def _get(self, gid: str) -> Group | None:
-        return self._active.get(gid) or self._retained.get(gid)
-
-    def _resolve(self, g: Group) -> Group:
-        """Follow merges to the surviving group (a group merged into an expired one is itself)."""
-        for _ in range(32):
-            if not g.merged_into:
-                return g
-            target = self._get(g.merged_into)
-            if target is None:
-                return g
-            g = target
-        return g
-
     def _sweep(self) -> None:
-        """Expire groups with no incident within the window (raised ones are retained longer)."""
-        cutoff = self._now - self._window
-        while self._active:
-            g = next(iter(self._active.values()))
-            if g.last >= cutoff:
-                break
-            del self._active[g.gid]
-            g.times.clear()
-            if g.status or g.merged_into:
-                self._retained[g.gid] = g
-            else:
-                self._drop(g)
-        cutoff = self._now - self._memory
-        while self._retained:
-            g = next(iter(self._retained.values()))
-            if g.last >= cutoff:
-                break
-            del self._retained[g.gid]
-            self._drop(g)
-        times = self._ticket_times
-        while times and times[0][0] < cutoff:
-            _, tid = times.popleft()
-            self._tickets.pop(tid, None)
+        """Expire idle groups, end episodes back at baseline, learn service baselines from live groups."""
+        self._store.expire(self._now, self._window, self._memory, self._on_leave, self._on_drop)
+        for gid in list(self._episodes):
+            g = self._store.get(gid)
+            if g is None or not self.rule.still_elevated(n := self._window_count(g), self._expected(g, n)):
+                self._end_episode(g) if g is not None else self._episodes.pop(gid)
+        if self._now >= self._next_live:  # once a window, so long-lived groups do not dominate
+            for g in self._store.active.values():
+                if not g.in_episode and g.created <= self._now - self._window:
+                    self._baseline.observe(g.rep[0], self._window_count(g))
+            self._next_live = self._now + self._window
         self._changes.expire(self._now)
         self._alerts.expire(self._now)
         self._next_sweep = self._now + self._window / 48
 
-    def _drop(self, g: Group) -> None:
+    def _on_leave(self, g: Group) -> None:
+        for t in g.times:
+            self._rates.add(g.sig, t)
+
+    def _on_drop(self, g: Group) -> None:
         if not g.status:
             self._baseline.observe(g.rep[0], g.peak)
-        for key in g.keys:
-            ids = self._by_key.get(key)
-            if ids and g.gid in ids:
-                ids.remove(g.gid)
-                if not ids:
-                    del self._by_key[key]
-        if self._exact.get(g.rep) == g.gid:
-            del self._exact[g.rep]
         self._dirty.pop(g.gid, None)
+        self._episodes.pop(g.gid, None)
 
     @property
     def active_groups(self) -> int:
         """Groups currently inside the window."""
-        return len(self._active)
+        return len(self._store.active)
 
     @property
     def tracked_groups(self) -> int:
         """All groups in memory (active plus retained problems)."""
-        return len(self._active) + len(self._retained)
+        return len(self._store.active) + len(self._store.retained)
 
     # ------------------------------------------------------------------ outputs
     def pop_updates(self) -> list[ProblemRecord]:
         """Problem records created or changed since the last call, one (new version) per problem."""
         out = []
         for gid in self._dirty:
-            g = self._get(gid)
+            g = self._store.get(gid)
             if g is None or not (g.status or g.merged_into):
                 continue
             g.version += 1
-            out.append(build_record(g, self._record_context(g)))
+            out.append(build_record(g, RecordContext(
+                now=self._now, window=self._window, baseline=g.expected, rule_text=self.rule.describe(g.expected),
+                changes=self._changes, alerts=self._alerts, max_ids=self.params["max_linked_ids"],
+                change_lookback=self.params["change_lookback_hours"] * 3600.0,
+                alert_lookback=self.params["alert_lookback_hours"] * 3600.0,
+            )))  # fmt: skip
         self._dirty.clear()
         return out
 
@@ -376,112 +407,25 @@ class RecurringIncidentDetector:
         links, self._links = self._links, []
         return links
 
-    def _record_context(self, g: Group) -> RecordContext:
-        baseline = self._baseline.get(g.rep[0])
-        return RecordContext(
-            now=self._now, window=self._window, baseline=baseline, rule_text=self.rule.describe(baseline),
-            changes=self._changes, alerts=self._alerts, max_ids=self.params["max_linked_ids"],
-            change_lookback=self.params["change_lookback_hours"] * 3600.0,
-            alert_lookback=self.params["alert_lookback_hours"] * 3600.0,
-        )  # fmt: skip
-
-    # ------------------------------------------------------------------ feedback
-    def apply_feedback(self, fb: Feedback) -> bool:
-        """Apply a human decision; returns ``False`` when the problem is unknown (expired)."""
-        g = self._get(fb.problem_id)
-        if g is None or (g.merged_into and fb.action is not FeedbackAction.REOPEN):
-            return False
-        if fb.action is FeedbackAction.MERGE:
-            target = self._get(fb.into)
-            if target is None:
-                return False
-            self._merge(g, self._resolve(target))
-        elif fb.action is FeedbackAction.SPLIT:
-            self._split(g, fb)
-        else:
-            status = {
-                FeedbackAction.OPEN: "open", FeedbackAction.CONFIRM: "confirmed",
-                FeedbackAction.REJECT: "rejected", FeedbackAction.RESOLVE: "resolved",
-                FeedbackAction.REOPEN: "open",
-            }[fb.action]  # fmt: skip
-            if status in ("rejected", "resolved"):
-                g.decision_count = max(g.count_in_window(self._now, self._window), len(g.times), 1)
-            g.status = status
-            g.merged_into = "" if fb.action is FeedbackAction.REOPEN else g.merged_into
-            g.raised_at = g.raised_at or self._now
-        g.feedback = FeedbackNote(action=fb.action, by=fb.by, at=fb.at, note=fb.note)
-        self._dirty[g.gid] = None
-        return True
-
-    def _merge(self, src: Group, dst: Group) -> None:
-        if src is dst:
-            return
-        for tid in list(src.members):
-            m = src.remove_member(tid, self._targets)
-            assert m is not None
-            dst.add_member(tid, m, self._targets)
-            self._tickets[tid] = dst.gid
-            dst.add_time(m.t)
-            if dst.status in _RAISED:
-                self._link(dst, tid, m)
-        for i, (a, b) in enumerate(zip(src.rep, dst.rep, strict=True)):
-            if a and a == b:
-                dst.matches[i] += src.matches[i]
-        dst.count += src.count
-        dst.sim_sum += src.sim_sum
-        if not dst.status or dst.status in ("rejected", "resolved"):
-            dst.status = "open"
-            dst.raised_at = dst.raised_at or self._now
-        src.status, src.merged_into = "merged", dst.gid
-        self._dirty[dst.gid] = None
-
-    def _split(self, g: Group, fb: Feedback) -> None:
-        moved = [tid for tid in fb.incident_ids if tid in g.members]
-        target = self._get(fb.into) if fb.into else None
-        if target is None and moved:
-            first = g.members[moved[0]]
-            target = Group(gid=problem_id(g.source, moved[0]), source=g.source, rep=g.rep, keys=[],
-                           created=self._now, first=first.t, last=first.t, matches=[0] * len(FIELDS),
-                           status="open", raised_at=self._now)  # fmt: skip
-            self._active[target.gid] = target  # not indexed: it has no signature of its own
-        for tid in moved:
-            m = g.remove_member(tid, self._targets)
-            assert m is not None and target is not None
-            g.excluded.append(tid)
-            g.count -= 1
-            target.add_member(tid, m, self._targets)
-            target.add_time(m.t)
-            target.count += 1
-            target.sim_sum += 1.0
-            self._tickets[tid] = target.gid
-            self._link(target, tid, m)
-        g.times = sorted(m.t for m in g.members.values() if m.t > self._now - self._window)
-        if target is not None:
-            self._dirty[target.gid] = None
-
     # ------------------------------------------------------------------ snapshot
     def snapshot(self) -> bytes:
         """The whole state as msgpack bytes (restore with :meth:`from_snapshot`)."""
+        s = self._store
         return msgspec.msgpack.encode(_Snapshot(
-            params=self.params, active=list(self._active.values()), retained=list(self._retained.values()),
-            baseline=self._baseline, changes=self._changes, alerts=self._alerts, df=self._df,
-            by_key=self._by_key, tickets=self._tickets, ticket_times=list(self._ticket_times),
-            now=self._now, next_sweep=self._next_sweep, dirty=list(self._dirty),
+            params=self.params, active=list(s.active.values()), retained=list(s.retained.values()),
+            baseline=self._baseline, rates=self._rates, changes=self._changes, alerts=self._alerts, df=self._df,
+            by_key=s.by_key, tickets=s.tickets, ticket_times=list(s.ticket_times), now=self._now,
+            next_sweep=self._next_sweep, next_live=self._next_live, dirty=list(self._dirty),
         ))  # fmt: skip
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> RecurringIncidentDetector:
         """A detector in exactly the state :meth:`snapshot` captured (validated while decoding)."""
         snap = msgspec.msgpack.decode(data, type=_Snapshot)
-        params = dict(snap.params)
-        det = cls(**params)
-        det._active = {g.gid: g for g in snap.active}
-        det._retained = {g.gid: g for g in snap.retained}
-        for g in sorted((*snap.active, *snap.retained), key=lambda g: g.created):  # the newest seed wins
-            if g.keys:
-                det._exact[g.rep] = g.gid
-        det._by_key, det._tickets, det._ticket_times = snap.by_key, snap.tickets, deque(snap.ticket_times)
-        det._baseline, det._changes, det._alerts, det._df = snap.baseline, snap.changes, snap.alerts, snap.df
-        det._now, det._next_sweep = snap.now, snap.next_sweep
+        det = cls(**snap.params)
+        det._store.restore(snap.active, snap.retained, snap.by_key, snap.tickets, snap.ticket_times)
+        det._episodes = {g.gid: None for g in (*snap.active, *snap.retained) if g.in_episode}
+        det._baseline, det._rates, det._changes, det._alerts = snap.baseline, snap.rates, snap.changes, snap.alerts
+        det._df, det._now, det._next_sweep, det._next_live = snap.df, snap.now, snap.next_sweep, snap.next_live
         det._dirty = dict.fromkeys(snap.dirty)
         return det

@@ -16,6 +16,9 @@ _DAY = 86_400.0
 _TAIL_MIN = 3.0
 #: ... and moves by exp(±0.5·p) per point: an exceedance lifts it ~1.65×, then it decays slowly
 _TAIL_RATE = 0.5
+#: the scale never falls below this share of the *unclipped* mean absolute residual: with many
+#: exact zeros (quiet hours of a ticket count) the clipped scale alone can collapse to nothing
+_SCALE_FLOOR_SHARE = 0.25
 #: 1970-01-01 was a Thursday; shifting by 3 days makes Monday = 0
 _EPOCH_WEEKDAY_SHIFT = 3.0
 
@@ -99,7 +102,7 @@ class SeasonalAnomalyDetector:
     """
 
     __slots__ = (
-        "_daily", "_level", "_n", "_recent", "_run_len", "_run_sign", "_run_sum", "_scale", "_t_first",
+        "_abs_r", "_daily", "_level", "_n", "_recent", "_run_len", "_run_sign", "_run_sum", "_scale", "_t_first",
         "_t_prev", "_tail",
         "_weekly", "clip", "decay", "level_rate", "patience", "scale_rate", "season_rate", "tail_p",
         "warmup", "z_alert",
@@ -118,6 +121,7 @@ class SeasonalAnomalyDetector:
         self.tail_p = tail_p
         self.decay = decay
         self._n = 0
+        self._abs_r = 0.0
         self._level = self._scale = self._run_sum = self._recent = self._t_first = self._t_prev = 0.0
         self._run_len = self._run_sign = 0
         self._tail = _TAIL_MIN
@@ -154,7 +158,7 @@ class SeasonalAnomalyDetector:
             return None
         x = float(x)
         expected = self._level + self._season(t)
-        floor = 1e-9 + 1e-6 * abs(self._level)
+        floor = max(1e-9 + 1e-6 * abs(self._level), _SCALE_FLOOR_SHARE * self._abs_r)
         unit = max(self._scale, floor) * max(self._tail, _TAIL_MIN)
         z2 = ((x - expected) / unit) ** 2
         score = z2 / (z2 + self.z_alert**2)
@@ -167,7 +171,7 @@ class SeasonalAnomalyDetector:
         """The learnt state as plain JSON-able values (restore with :meth:`restore`)."""
         return {"n": self._n, "level": self._level, "scale": self._scale, "tail": self._tail,
                 "recent": self._recent, "run_len": self._run_len, "run_sign": self._run_sign,
-                "run_sum": self._run_sum, "t_first": self._t_first,
+                "run_sum": self._run_sum, "t_first": self._t_first, "abs_r": self._abs_r,
                 "t_prev": self._t_prev, "daily": list(self._daily), "weekly": list(self._weekly)}
 
     def restore(self, state: dict[str, Any]) -> SeasonalAnomalyDetector:
@@ -176,6 +180,7 @@ class SeasonalAnomalyDetector:
         self._tail, self._recent = float(state["tail"]), float(state["recent"])
         self._run_len, self._run_sign = int(state["run_len"]), int(state["run_sign"])
         self._run_sum = float(state["run_sum"])
+        self._abs_r = float(state.get("abs_r", 0.0))
         self._t_first, self._t_prev = float(state["t_first"]), float(state["t_prev"])
         self._daily, self._weekly = array("d", state["daily"]), array("d", state["weekly"])
         return self
@@ -191,10 +196,13 @@ class SeasonalAnomalyDetector:
         d = int(float(t) // _DAY + _EPOCH_WEEKDAY_SHIFT) % 7
         return self._daily[i0] * (1.0 - f) + self._daily[(i0 + 1) % k] * f + self._weekly[d]
 
-    def _run(self, xs: Sequence[float], ts: Sequence[float] | None, score: bool, learn: bool) -> list[float]:
+    def _run(self, xs: Sequence[float], ts: Sequence[float] | None, score: bool, learn: bool,
+             residuals: bool = False) -> list[float]:
         # One tight loop over Python floats: the hot path of every worker (see bench/).
+        # ``residuals``: emit each value's residual (value - expected, before learning it) instead
+        # of its score, for detectors built on this baseline (RecordBreakDetector).
         out: list[float] = []
-        level, scale, n = self._level, self._scale, self._n
+        level, scale, n, abs_r = self._level, self._scale, self._n, self._abs_r
         run_len, run_sign, run_sum = self._run_len, self._run_sign, self._run_sum
         daily, weekly = self._daily, self._weekly
         a_l, a_s, a_sc = self.level_rate, self.season_rate, self.scale_rate
@@ -219,8 +227,12 @@ class SeasonalAnomalyDetector:
                 expected = level
             r = x - expected
             floor = 1e-9 + 1e-6 * (level if level >= 0.0 else -level)
+            if floor < _SCALE_FLOOR_SHARE * abs_r:
+                floor = _SCALE_FLOOR_SHARE * abs_r
             sc = scale if scale > floor else floor
-            if score:
+            if residuals:
+                out.append(r)
+            elif score:
                 if n < warmup:
                     out.append(0.0)
                 else:
@@ -282,7 +294,9 @@ class SeasonalAnomalyDetector:
                 # running (1 - tail_p) quantile of |r|/scale, by stochastic approximation in log space
                 tail *= up if ar > tail * sc else down
             scale += (a_sc if a_sc > inv_n else inv_n) * ((ar if ar < lim or n <= 3 else lim) - scale)
+            abs_r += (a_sc if a_sc > inv_n else inv_n) * (ar - abs_r)
         self._level, self._scale, self._n, self._tail, self._recent = level, scale, n, tail, recent
+        self._abs_r = abs_r
         self._t_first, self._t_prev = t_first, t_prev
         self._run_len, self._run_sign, self._run_sum = run_len, run_sign, run_sum
         return out

@@ -11,19 +11,20 @@ Default weights, argued from the two logs: a configuration item is the most spec
 (BPI's "CI Name (aff)", 3,019 values); the symptom is the next most specific coded field
 (ServiceNow ``u_symptom``: 502 values, within a subcategory); subcategory narrows the category;
 category / service / location / assignment group are broad (57-274 values each, thousands of
-incidents each) and only confirm. With these weights and the default threshold 0.7 on the
-ServiceNow fields (service, category, subcategory, symptom, location, group: weight 9): the
-same category + subcategory + symptom at another site and group still groups (7/9 = 0.78),
-another symptom in the same subcategory does not (6/9 = 0.67).
+incidents each) and only confirm. A service that merely repeats the category (ServiceNow's
+service *is* its category) is not counted twice. With these weights and the default threshold
+0.7 on the ServiceNow fields (category, subcategory, symptom, location, group: weight 8): the
+same category + subcategory + symptom at another site and group still groups (6/8 = 0.75),
+another symptom in the same subcategory does not, even at the same site and group (5/8).
 
 >>> weights = default_weights()
 >>> a = ("Category 55", "", "Category 55", "Subcategory 170", "Symptom 72", "Location 143", "Group 56")
 >>> b = ("Category 55", "", "Category 55", "Subcategory 170", "Symptom 72", "Location 9", "Group 3")
 >>> round(field_similarity(a, b, weights)[0], 3)
-0.778
+0.75
 >>> c = a[:4] + ("Symptom 9",) + a[5:]
 >>> round(field_similarity(a, c, weights)[0], 3)
-0.667
+0.625
 """
 
 from __future__ import annotations
@@ -81,12 +82,27 @@ def field_similarity(x: tuple[str, ...], rep: tuple[str, ...], weights: tuple[fl
     ``weight compared`` is the denominator; it lets the caller blend in the text similarity.
     """
     num = den = 0.0
-    for w, a, b in zip(weights, x, rep, strict=True):
-        if a or b:
+    # a service that is just the category on both sides (the ServiceNow adapter's default) carries
+    # no signal of its own: counting it would let category agreement weigh double
+    skip_service = x[0] == x[2] and rep[0] == rep[2]
+    for i, (w, a, b) in enumerate(zip(weights, x, rep, strict=True)):
+        if (a or b) and not (i == 0 and skip_service):
             den += w
             if a == b:
                 num += w
     return (num / den if den else 0.0), den
+
+
+def signature(x: tuple[str, ...]) -> str:
+    r"""Key of the background rate a group is judged against: its coded cause fields.
+
+    Location and assignment group are left out: a group joins incidents across them, so its
+    rate must count them too. Empty when the incident has no coded field (text-only data).
+
+    >>> signature(("Category 55", "", "Category 55", "Subcategory 170", "Symptom 72", "Location 9", "Group 3"))
+    'Category 55\x1f\x1fCategory 55\x1fSubcategory 170\x1fSymptom 72'
+    """
+    return "\x1f".join(x[:5]) if any(x[:5]) else ""
 
 
 def blend(field_sim: float, field_weight: float, text_sim: float | None, text_weight: float) -> float:

@@ -132,12 +132,14 @@ class TicketEvent(_Event, tag="ticket"):
         super().__post_init__()
         if not self.ticket_id:
             raise ValueError("`ticket_id` must not be empty")
-        if self.version < 0:
-            raise ValueError("`version` must be >= 0")
+        # ranges of the ClickHouse columns (UInt64, UInt32): a value outside them is bad input, and
+        # rejecting it here names the field instead of failing the whole insert later
+        if not 0 <= self.version < 2**64:
+            raise ValueError("`version` must be in 0..2**64-1")
         for name in ("reassignment_count", "reopen_count"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"`{name}` must be >= 0")
+            if value is not None and not 0 <= value < 2**32:
+                raise ValueError(f"`{name}` must be in 0..2**32-1")
         if self.handle_time_hours is not None and not (0.0 <= self.handle_time_hours < 1e7):
             raise ValueError("`handle_time_hours` must be a finite, non-negative number")
 

@@ -8,20 +8,23 @@ ClickHouse"; a crash before the ack replays the batch, and the idempotent tables
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import faust
 from faust.streams import Stream
 from faust.types import TP
 
+from detectors import RecurringIncidentDetector
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
-from sinks.deadletter import DeadLetter
+from streams.detection import PartitionedDetector
+from streams.handlers import StreamHandlers
 from streams.metrics import WorkerMetrics
-from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, EventKind, RawMessage
+from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class WorkerState:
     #: next offset to process per partition (for the lag gauge)
     positions: dict[TP, int] = field(default_factory=dict)
     ready: bool = False
+    recurring: PartitionedDetector | None = None
 
 
 def _credentials(settings: Settings) -> Any:
@@ -93,56 +97,55 @@ def create_app(settings: Settings | None = None) -> faust.App:
     state = WorkerState(settings, store, metrics, BatchWriter(store, metrics))
     app.opsintel = state  # type: ignore[attr-defined]
 
-    def topic(name: Any) -> faust.TopicT:
-        return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
-                         partitions=settings.partitions)
+    topics = {
+        name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
+        for name in ("tickets", "monitoring", "changes", "deadletter", "feedback", "problems")
+    }
+    by_name = {t.get_topic_name(): t for t in topics.values()}
 
-    tickets_topic = topic("tickets")
-    monitoring_topic = topic("monitoring")
-    changes_topic = topic("changes")
-    deadletter_topic = topic("deadletter")
+    async def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None) -> Any:
+        return await by_name[topic].send(key=key, value=value, headers=headers)
 
-    async def send_dead_letters(letters: list[DeadLetter]) -> None:
-        pending = [
-            await deadletter_topic.send(key=dl.origin.encode(), value=dl.payload, headers=dl.kafka_headers())
-            for dl in letters
-        ]
-        if pending:
-            await asyncio.gather(*pending)
+    recurring = PartitionedDetector("recurring", RecurringIncidentDetector,
+                                    RecurringIncidentDetector.from_snapshot, state.writer)
+    handlers = StreamHandlers(settings, state.writer, recurring, send)
+    state.recurring = recurring
 
-    async def consume(stream: faust.StreamT, kind: EventKind[Any]) -> None:
+    async def batches(stream: faust.StreamT,
+                      handle: Callable[[list[RawMessage]], Awaitable[None]]) -> None:
+        """Take a batch, hand it over, and ack it only once everything it caused is durable."""
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
-            messages = [
-                RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
-                           _headers(ev))
-                for ev in batch
-            ]
-            dead = await state.writer.process(kind, messages)
-            await send_dead_letters(dead)
+            await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
+                                     _headers(ev)) for ev in batch])
             for ev in batch:
                 await stream.ack(ev)
                 state.positions[ev.message.tp] = ev.message.offset + 1
 
-    @app.agent(tickets_topic, name="opsintel.tickets")
+    @app.agent(topics["tickets"], name="opsintel.tickets")
     async def tickets(stream: faust.StreamT) -> None:
-        await consume(stream, TICKETS)
+        await batches(stream, partial(handlers.events, TICKETS))
 
-    @app.agent(monitoring_topic, name="opsintel.monitoring")
+    @app.agent(topics["monitoring"], name="opsintel.monitoring")
     async def monitoring(stream: faust.StreamT) -> None:
-        await consume(stream, MONITORING)
+        await batches(stream, partial(handlers.events, MONITORING))
 
-    @app.agent(changes_topic, name="opsintel.changes")
+    @app.agent(topics["changes"], name="opsintel.changes")
     async def changes(stream: faust.StreamT) -> None:
-        await consume(stream, CHANGES)
+        await batches(stream, partial(handlers.events, CHANGES))
 
-    @app.agent(deadletter_topic, name="opsintel.deadletter")
+    @app.agent(topics["feedback"], name="opsintel.feedback")
+    async def feedback(stream: faust.StreamT) -> None:
+        await batches(stream, handlers.feedback)
+
+    @app.agent(topics["deadletter"], name="opsintel.deadletter")
     async def dead_letters(stream: faust.StreamT) -> None:
-        async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
-            letters = [DeadLetter.from_kafka(ev.message.value, _headers(ev)) for ev in batch]
-            await state.writer.write_dead_letters(letters)
-            for ev in batch:
-                await stream.ack(ev)
-                state.positions[ev.message.tp] = ev.message.offset + 1
+        await batches(stream, handlers.dead_letters)
+
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        recurring.revoke({tp.partition for tp in revoked})
+
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signal typing rejects coroutines
 
     @app.task
     async def prepare_store() -> None:
@@ -165,14 +168,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     from streams.web import register_views
 
-    register_views(app, state, monitoring_topic, deadletter_topic)
-    app.opsintel_topics = {  # type: ignore[attr-defined]
-        "tickets": tickets_topic,
-        "monitoring": monitoring_topic,
-        "changes": changes_topic,
-        "deadletter": deadletter_topic,
-    }
-    _ = (tickets, monitoring, changes, dead_letters, prepare_store, update_lag)
+    register_views(app, state, topics["monitoring"], topics["deadletter"])
+    _ = (tickets, monitoring, changes, feedback, dead_letters, prepare_store, update_lag, on_revoked)
     return app
 
 

@@ -47,19 +47,28 @@ def topic_for(event: Any) -> TopicName:
     raise TypeError(f"not a canonical event: {type(event).__name__}")
 
 
-def ensure_topics(settings: Settings, names: Iterable[TopicName] = INPUT_TOPICS) -> list[str]:
-    """Create the topics that do not exist yet (admin client); returns the names created."""
+#: every topic the pipeline uses; ``problems`` is compacted (keyed by problem id, latest version kept)
+ALL_TOPICS: tuple[TopicName, ...] = (*INPUT_TOPICS, "feedback", "problems", "anomalies")
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {"problems": {"cleanup.policy": "compact"}}
+
+
+def ensure_topics(settings: Settings, names: Iterable[TopicName] = ALL_TOPICS) -> list[str]:
+    """Create the topics that do not exist yet (admin client); returns the names created.
+
+    Input and feedback topics get ``settings.partitions`` partitions each, so partition *p* of
+    every input topic (keyed by service) lands on the same worker as its detector state.
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="opsintel-admin")
     try:
         existing = set(admin.list_topics())
-        wanted = [settings.topic(n) for n in names]
         new = [
-            NewTopic(name=t, num_partitions=settings.partitions, replication_factor=settings.replication_factor)
-            for t in wanted
-            if t not in existing
+            NewTopic(name=settings.topic(n), num_partitions=settings.partitions,
+                     replication_factor=settings.replication_factor, topic_configs=TOPIC_CONFIGS.get(n, {}))
+            for n in names
+            if settings.topic(n) not in existing
         ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile

@@ -89,6 +89,15 @@ def decode_batch(kind: EventKind[E], messages: Sequence[RawMessage]) -> tuple[li
     return events, kept, dead
 
 
+@dataclass(frozen=True, slots=True)
+class Processed(Generic[E]):
+    """The outcome of one batch: stored events with their messages, and dead letters."""
+
+    events: list[E]
+    messages: list[RawMessage]
+    dead_letters: list[DeadLetter]
+
+
 class BatchWriter:
     """Writes decoded batches to the store, with retry, backoff and poison isolation."""
 
@@ -104,19 +113,28 @@ class BatchWriter:
         """Run a blocking store call in the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def process(self, kind: EventKind[E], messages: Sequence[RawMessage]) -> list[DeadLetter]:
-        """Decode and write one batch; returns the dead letters the caller must send before acking."""
+    async def process(self, kind: EventKind[E], messages: Sequence[RawMessage]) -> Processed[E]:
+        """Decode and write one batch.
+
+        Returns the events now stored (with their messages, for the detectors) and the dead
+        letters the caller must send before acking.
+        """
         if messages:
             self.metrics.consumed.labels(messages[0].topic).inc(len(messages))
             self.metrics.batch_size.labels(messages[0].topic).observe(len(messages))
         events, kept, dead = decode_batch(kind, messages)
-        dead.extend(await self._write(kind, events, kept))
+        rejected = await self._write(kind, events, kept)
+        if rejected:  # rare: drop the records the store refused from what the detectors see
+            refused = {dl.origin for dl in rejected}
+            pairs = [(e, m) for e, m in zip(events, kept, strict=True) if m.origin not in refused]
+            events, kept = [e for e, _ in pairs], [m for _, m in pairs]
+            dead.extend(rejected)
         for dl in dead:
             self.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
-        return dead
+        return Processed(events, kept, dead)
 
     async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        await self._retrying("dead_letters", self.store.insert_dead_letters, letters)
+        await self.retrying("dead_letters", self.store.insert_dead_letters, letters)
         self.metrics.written.labels("dead_letters").inc(len(letters))
 
     async def _write(self, kind: EventKind[E], events: list[E], kept: list[RawMessage]) -> list[DeadLetter]:
@@ -125,7 +143,7 @@ class BatchWriter:
         partitions = [m.partition for m in kept]
         offsets = [m.offset for m in kept]
         try:
-            await self._retrying(kind.table, kind.write, self.store, events, partitions, offsets)
+            await self.retrying(kind.table, kind.write, self.store, events, partitions, offsets)
         except _Rejected as e:
             if len(events) == 1:
                 return [DeadLetter.for_record(kept[0].value or b"", reason=f"sink_rejected: {e}",
@@ -137,7 +155,7 @@ class BatchWriter:
         self.metrics.written.labels(kind.table).inc(len(events))
         return []
 
-    async def _retrying(self, table: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def retrying(self, table: str, fn: Callable[..., Any], *args: Any) -> Any:
         delay = 0.5
         while True:
             started = asyncio.get_running_loop().time()

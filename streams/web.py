@@ -5,14 +5,16 @@
 * ``POST /alertmanager`` - Alertmanager webhook (v4 JSON): alerts go to the monitoring topic,
   bad alerts to the dead-letter topic. Bearer token when ``OPSINTEL_WEBHOOK_TOKEN`` is set,
   ``application/json`` only, body size and request rate limited;
-* ``GET /api/summary`` - the summary the CLI prints, read by the worker that owns the store
-  (the embedded chDB store admits one process, so other processes ask the worker).
+* ``GET /api/summary``, ``GET /api/problems[?status=&service=&limit=]``, ``GET /api/problems/{id}``
+  - fixed read queries, served by the worker that owns the store (the embedded chDB store admits
+  one process, so the CLI asks the worker while it runs).
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -69,6 +71,33 @@ def register_views(app: faust.App, state: WorkerState, monitoring_topic: faust.T
         except SinkError as e:
             return self.json({"error": str(e)}, status=503)
         return self.json(data)
+
+    class Problems(faust.web.View):
+        async def get(self, request: faust.web.Request) -> faust.web.Response:
+            q = request.query
+            try:
+                limit = min(int(q.get("limit", "50")), 1000)
+            except ValueError:
+                return self.json({"error": "limit must be an integer"}, status=400)
+            try:
+                rows = await state.writer.call(
+                    partial(queries.problems, state.store, status=q.get("status", ""), service=q.get("service", ""),
+                            limit=limit)
+                )
+            except SinkError as e:
+                return self.json({"error": str(e)}, status=503)
+            return self.json(rows)
+
+    class Problem(faust.web.View):
+        async def get(self, request: faust.web.Request, problem_id: str) -> faust.web.Response:
+            try:
+                row = await state.writer.call(queries.problem, state.store, problem_id)
+            except SinkError as e:
+                return self.json({"error": str(e)}, status=503)
+            return self.json(row) if row else self.json({"error": "no such problem"}, status=404)
+
+    app.page("/api/problems")(Problems)
+    app.page("/api/problems/{problem_id}")(Problem)
 
     class AlertmanagerWebhook(faust.web.View):
         async def post(self, request: faust.web.Request) -> faust.web.Response:

@@ -15,6 +15,7 @@ from detectors import (
     BypassRule,
     HalfSpaceTreesDetector,
     IsolationForestWindowsDetector,
+    RecordBreakDetector,
     SeasonalAnomalyDetector,
     SustainedAnomalyTracker,
     WindowedGaussianDetector,
@@ -24,6 +25,7 @@ HOUR = 3600.0
 
 #: small settings so the contract runs in a second or two per detector
 FACTORIES: dict[str, Callable[[int], Any]] = {
+    "recordBreak": lambda seed: RecordBreakDetector(),
     "seasonal": lambda seed: SeasonalAnomalyDetector(),
     "halfSpaceTrees": lambda seed: HalfSpaceTreesDetector(n_trees=10, height=8, window_size=100, seed=seed),
     "isolationForest": lambda seed: IsolationForestWindowsDetector(
@@ -162,6 +164,53 @@ def test_snapshot_is_json() -> None:
     det, t, x = trained(days=3)
     back = SeasonalAnomalyDetector().restore(json.loads(json.dumps(det.snapshot())))
     assert back.score_one(x[5] + 20, t[-1] + HOUR) == det.score_one(x[5] + 20, t[-1] + HOUR)
+
+
+# -- the record-break detector (the default) ----------------------------------------------------
+def test_record_break_flags_new_extremes_and_seasonal_records_only() -> None:
+    t, x = ticket_volume(days=21)
+    det = RecordBreakDetector()
+    scores = det.score_learn_many(x, t)
+    # two weeks in, noise rarely breaks a record, and then only barely
+    assert (scores[24 * 14:] > 0.0).sum() <= 3 and scores[24 * 14:].max() < 0.05
+    ts = t[-1] + HOUR
+    assert det.score_one(x.max() + 10, ts) > 0.1           # a new all-time high
+    # a daytime level at night is inside the all-time range, but a record for a night hour
+    night = t[-1] + HOUR * next(h for h in range(1, 25) if truth(t[-1] + HOUR * h) < 20)
+    assert det.score_one(truth(night) + 40, night) > 0.1
+    assert det.score_one(truth(night), night) == 0.0
+
+
+def test_record_break_once_reached_a_level_is_no_longer_a_record() -> None:
+    t, x = ticket_volume(days=21)
+    x[300] += 80.0
+    x[400] += 80.0
+    scores = RecordBreakDetector().score_learn_many(x, t)
+    assert scores[300] > 0.3 and scores[400] < scores[300] / 2
+
+
+def test_record_break_verdict_explains_the_band_and_direction() -> None:
+    t, x = ticket_volume(days=21)
+    det = RecordBreakDetector()
+    assert det.verdict_one(x[0], t[0]) is None          # cold start
+    det.learn_many(x, t)
+    ts = t[-1] + HOUR
+    spike, drop, normal = (det.verdict_one(truth(ts) + d, ts) for d in (60.0, -60.0, 0.0))
+    assert spike.is_anomaly and spike.direction == "spike" and spike.observed > spike.band[1]
+    assert drop.is_anomaly and drop.direction == "drop" and drop.observed < drop.band[0]
+    assert not normal.is_anomaly and normal.band[0] <= normal.observed <= normal.band[1]
+    assert abs(normal.expected - truth(ts)) < 5.0
+
+
+def test_record_break_snapshot_is_json_and_scores_zero_while_cold() -> None:
+    t, x = ticket_volume(days=3)
+    det = RecordBreakDetector(warmup=50)
+    assert not det.score_learn_many(x[:50] * 10, t[:50]).any()
+    det.learn_many(x[50:], t[50:])
+    back = RecordBreakDetector(warmup=50).restore(json.loads(json.dumps(det.snapshot())))
+    probe = [x.max() + 5, x.min() - 5, x[7]]
+    np.testing.assert_array_equal(back.score_many(probe, [t[-1] + HOUR] * 3),
+                                  det.score_many(probe, [t[-1] + HOUR] * 3))
 
 
 # -- signals -----------------------------------------------------------------------------------

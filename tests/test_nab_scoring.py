@@ -184,3 +184,28 @@ def test_eval_nab_command_on_three_small_series(tmp_path, capsys) -> None:
     head = written.read_text().splitlines()
     assert head[0] == "timestamp,value,anomaly_score,label" and len(head) == 601
     assert head[401].endswith(",1")
+
+
+# -- eval volume: per-service hourly ticket volumes --------------------------------------------
+def test_volume_series_count_created_tickets_per_service_hour_and_flag_a_burst() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from detectors import RecordBreakDetector
+    from opsintel.evaluation.volume import flag_volumes, hourly_volumes
+
+    start = datetime(2016, 3, 7, tzinfo=UTC)
+    created = []
+    for h in range(24 * 28):
+        when = start + timedelta(hours=h)
+        n = 3 if 8 <= when.hour < 18 and when.weekday() < 5 else 0
+        n = 30 if h == 24 * 21 + 10 else n  # one burst on a Monday morning, week four
+        created += [("payroll", when + timedelta(minutes=5))] * n
+    created.append(("hr", start + timedelta(hours=3)))
+    series = hourly_volumes(created)
+    t, x = series["payroll"]
+    assert len(t) == len(series["hr"][0]) and x.sum() == len(created) - 1
+    found = flag_volumes(series, RecordBreakDetector, min_tickets=10)
+    assert {a.service for a in found} == {"payroll"}  # hr is below min_tickets
+    burst = [a for a in found if a.hour == start + timedelta(hours=24 * 21 + 10)]
+    assert burst and burst[0].direction == "spike" and burst[0].observed == 30
+    assert len([a for a in found if a.hour > start + timedelta(days=14)]) <= 2

@@ -36,7 +36,9 @@ def test_bad_messages_become_dead_letters_and_good_ones_are_written(chdb_store: 
         msg(4, None),  # tombstone
         msg(5, good(5)),
     ]
-    dead = run(writer.process(TICKETS, batch))
+    done = run(writer.process(TICKETS, batch))
+    dead = done.dead_letters
+    assert [m.offset for m in done.messages] == [0, 2, 5]
     assert [(d.origin, d.reason_code) for d in dead] == [
         ("opsintel.tickets/0/1", "bad_json"), ("opsintel.tickets/0/3", "validation"),
         ("opsintel.tickets/0/4", "empty"),
@@ -68,7 +70,7 @@ def test_unavailable_store_is_retried_until_it_comes_back(chdb_store: ClickHouse
     flaky = FlakyStore(chdb_store, failures=3)
     writer = BatchWriter(flaky, WorkerMetrics(), max_backoff=0.05)  # type: ignore[arg-type]
     kind = TICKETS.__class__(TICKETS.table, TICKETS.decode, lambda s, *a: s.insert_ticket_events(*a))
-    dead = run(writer.process(kind, [msg(i, good(i)) for i in range(4)]))
+    dead = run(writer.process(kind, [msg(i, good(i)) for i in range(4)])).dead_letters
     assert dead == []
     assert flaky.failures == 0
     assert chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 4}
@@ -88,6 +90,8 @@ def test_one_poison_record_is_isolated_and_the_rest_written(chdb_store: ClickHou
     store = PoisonStore(chdb_store, failures=0)
     writer = BatchWriter(store, WorkerMetrics())  # type: ignore[arg-type]
     kind = TICKETS.__class__(TICKETS.table, TICKETS.decode, lambda s, *a: s.insert_ticket_events(*a))
-    dead = run(writer.process(kind, [msg(i, good(i)) for i in range(20)]))
+    done = run(writer.process(kind, [msg(i, good(i)) for i in range(20)]))
+    dead = done.dead_letters
+    assert len(done.events) == 19 and 13 not in [m.offset for m in done.messages]
     assert [(d.origin, d.reason_code) for d in dead] == [("opsintel.tickets/0/13", "sink_rejected")]
     assert chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 19}

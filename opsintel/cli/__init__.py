@@ -20,9 +20,11 @@ COMMAND_MODULES = (
     "opsintel.cli.ingest",
     "opsintel.cli.migrate",
     "opsintel.cli.summary",
+    "opsintel.cli.problems",
     "opsintel.cli.topics",
     "opsintel.cli.config",
     "opsintel.cli.evaluate",
+    "opsintel.cli.dashboards",
 )
 
 

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_dashboards(out: Path) -> None:
     try:
-        from dashboards import write_all  # type: ignore[attr-defined]
+        from dashboards import write_all
     except ImportError:
         print("dashboards: not built yet in this version")
         return

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 #: one module per evaluation, each with ``register(subparsers)``
-EVAL_MODULES: tuple[str, ...] = ("opsintel.cli.eval_nab", "opsintel.cli.eval_recurring")
+EVAL_MODULES: tuple[str, ...] = ("opsintel.cli.eval_nab", "opsintel.cli.eval_volume", "opsintel.cli.eval_recurring")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,8 +1,4 @@
-"""``opsintel summary``: what is in ClickHouse - rows, incidents by state, dead letters, top services.
-
-With the embedded store, a running worker owns the data folder: the summary is then read through
-the worker's HTTP API; otherwise the store is opened directly.
-"""
+"""``opsintel summary``: what is in ClickHouse - rows, incidents by state, dead letters, top services."""
 
 from __future__ import annotations
 
@@ -19,23 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def fetch_summary() -> dict[str, Any]:
     """The summary from the running worker if there is one, else from the store directly."""
-    import urllib.error
-    import urllib.request
-
+    from opsintel.cli._read import read
     from opsintel.settings import load_settings
-    from sinks.clickhouse import ClickHouseStore, queries
+    from sinks.clickhouse import queries
 
-    settings = load_settings()
-    try:
-        with urllib.request.urlopen(f"{settings.web_url}/api/summary", timeout=30) as resp:  # noqa: S310
-            return dict(json.load(resp))
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        pass
-    store = ClickHouseStore.from_settings(settings)
-    try:
-        return queries.summary(store)
-    finally:
-        store.close()
+    return dict(read(load_settings(), "/api/summary", None, queries.summary))
 
 
 def format_summary(data: dict[str, Any]) -> str:

@@ -35,11 +35,13 @@ def detector_factories() -> dict[str, DetectorFactory]:
         HalfSpaceTreesDetector,
         IsolationForestWindowsDetector,
         NullDetector,
+        RecordBreakDetector,
         SeasonalAnomalyDetector,
         WindowedGaussianDetector,
     )
 
     return {
+        "recordBreak": lambda seed: RecordBreakDetector(),
         "seasonal": lambda seed: SeasonalAnomalyDetector(),
         "halfSpaceTrees": lambda seed: HalfSpaceTreesDetector(seed=seed),
         "isolationForest": lambda seed: IsolationForestWindowsDetector(seed=seed),
@@ -49,7 +51,7 @@ def detector_factories() -> dict[str, DetectorFactory]:
 
 
 DETECTOR_NAMES: tuple[str, ...] = (
-    "seasonal", "halfSpaceTrees", "isolationForest", "windowedGaussian", "null", "perfect")
+    "recordBreak", "seasonal", "halfSpaceTrees", "isolationForest", "windowedGaussian", "null", "perfect")
 
 
 def perfect_scores(series: LabelledSeries) -> FloatArray:

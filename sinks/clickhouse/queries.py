@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sinks.clickhouse.schema import TABLES_BY_NAME
 from sinks.clickhouse.store import ClickHouseStore
 
 #: states in which an incident is no longer open (ServiceNow and BPI spellings)
@@ -43,3 +44,52 @@ def summary(store: ClickHouseStore, *, top: int = 10) -> dict[str, Any]:
         "top_services_by_open_incidents": [{"service": s, "open": int(n)} for s, n in top_open],
         "dead_letters": [{"topic": t, "reason": r, "count": int(n)} for t, r, n in dead],
     }
+
+
+_PROBLEM_LIST_COLUMNS = (
+    "problem_id", "kind", "version", "status", "title", "service", "ci", "category", "incident_count",
+    "first_seen", "last_seen", "raised_at", "updated_at", "why_rule", "rate_vs_baseline", "suspect_change",
+    "suspect_change_delta_hours", "monitoring_alert", "monitoring_lead_hours", "suggested_article",
+)
+
+
+def problems(store: ClickHouseStore, *, status: str = "", service: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    """Latest version of each problem record, newest activity first, optionally filtered."""
+    cols = ", ".join(_PROBLEM_LIST_COLUMNS)
+    rows = store.query(
+        f"SELECT {cols} FROM {{db}}.problems FINAL "  # noqa: S608 - fixed column list, values are parameters
+        "WHERE ({status:String} = '' OR status = {status:String}) "
+        "AND ({service:String} = '' OR service = {service:String}) "
+        "ORDER BY last_seen DESC, problem_id LIMIT {limit:UInt32}",
+        {"status": status, "service": service, "limit": limit},
+    )
+    return [_jsonable(dict(zip(_PROBLEM_LIST_COLUMNS, r, strict=True))) for r in rows]
+
+
+def problem(store: ClickHouseStore, problem_id: str) -> dict[str, Any] | None:
+    """One problem with its evidence and linked incidents (their current state)."""
+    table = TABLES_BY_NAME["problems"]
+    rows = store.query(
+        f"SELECT {', '.join(table.column_names)} FROM {{db}}.problems FINAL "  # noqa: S608 - our column list
+        "WHERE problem_id = {id:String}",
+        {"id": problem_id},
+    )
+    if not rows:
+        return None
+    out = _jsonable(dict(zip(table.column_names, rows[0], strict=True)))
+    out["incidents"] = [
+        _jsonable({"ticket_id": t, "state": s, "priority": p, "opened_at": o, "category": c})
+        for t, s, p, o, c in store.query(
+            "SELECT i.ticket_id, i.state, i.priority, i.opened_at, i.category "
+            "FROM {db}.problem_incidents AS l FINAL "
+            "INNER JOIN (SELECT * FROM {db}.incidents FINAL) AS i ON i.source = l.source AND i.ticket_id = l.ticket_id "
+            "WHERE l.problem_id = {id:String} AND l.linked ORDER BY i.opened_at, i.ticket_id",
+            {"id": problem_id},
+        )
+    ]
+    return out
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Datetimes as ISO strings, so the same dict goes out over HTTP and to the terminal."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

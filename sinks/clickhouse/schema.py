@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sinks.clickhouse.analytics_schema import analytics_tables, view_statements
+
 Column = tuple[str, str]
 
 #: columns taken from :class:`opsintel.events.TicketEvent`, in insert order
@@ -138,6 +140,18 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
 )
 
 
+#: one detector's state for one stream partition: restored on (re)assignment, so a restart or a
+#: rebalance continues where the last committed batch left off (``positions``: topic -> next offset)
+DETECTOR_STATE_COLUMNS: tuple[Column, ...] = (
+    ("detector", "LowCardinality(String)"),
+    ("partition", "UInt16"),
+    ("version", "UInt64"),
+    ("positions", "Map(String, UInt64)"),
+    ("state", "String"),
+    ("written_at", "DateTime64(3, 'UTC')"),
+)
+
+
 @dataclass(frozen=True)
 class Table:
     name: str
@@ -155,7 +169,7 @@ class Table:
         return [c[0] for c in self.columns]
 
 
-TABLES: tuple[Table, ...] = (
+_CORE_TABLES: tuple[Table, ...] = (
     Table(
         "ticket_events",
         TICKET_COLUMNS + KAFKA_COLUMNS,
@@ -198,8 +212,17 @@ TABLES: tuple[Table, ...] = (
         comment="Records that could not be decoded or validated, with the reason and original bytes.",
         shard_key="cityHash64(dead_letter_id)",
     ),
+    Table(
+        "detector_state",
+        DETECTOR_STATE_COLUMNS,
+        "ReplacingMergeTree(version)",
+        "(detector, partition)",
+        comment="Snapshots of each stream partition's detector state with the offsets they include.",
+        shard_key="cityHash64(detector, partition)",
+    ),
 )
 
+TABLES: tuple[Table, ...] = (*_CORE_TABLES, *analytics_tables())  # incident_impact, problems, anomalies …
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
 
@@ -252,4 +275,6 @@ def create_statements(database: str, *, cluster: str = "", tables: Sequence[Tabl
     statements = [f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}{on_cluster}"]
     for table in tables:
         statements.extend(_create_table(database, table, cluster))
+    if tables is TABLES:  # the rollup views over the analytics tables (sinks/clickhouse/analytics_schema.py)
+        statements.extend(view_statements(database, cluster=cluster))
     return statements

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
+from sinks.clickhouse.analytics_store import AnalyticsWrites
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
 from sinks.deadletter import DeadLetter
 from sinks.exceptions import SchemaError, SinkError, SinkRejected, SinkUnavailable
@@ -27,7 +28,7 @@ class StoreLocked(SinkUnavailable):
     """The embedded store's folder is in use by another process (usually a running worker)."""
 
 
-class ClickHouseStore:
+class ClickHouseStore(AnalyticsWrites):
     """Writes and reads the opsintel tables through clickhouse-connect.
 
     Parameters
@@ -141,6 +142,10 @@ class ClickHouseStore:
                              offsets: Sequence[int]) -> int:
         self._insert_events(TABLES_BY_NAME["change_events"], events, partitions, offsets)
         return len(events)
+
+    def insert_rows(self, table: str, rows: Sequence[Any]) -> int:
+        """Insert rows (mappings or objects with the table's column names) into one of our tables."""
+        return self._insert_rows(table, rows)
 
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
         if not letters:

@@ -57,16 +57,26 @@ def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[CsvRecor
     twice as fast); a quoted record, which may span lines, goes through :mod:`csv`. A malformed
     record comes out with ``error`` set instead of raising, so one bad line never stops an ingest.
 
+    The first record (the header) sets the width. A quoted record that runs over several lines but
+    does not parse into exactly that many fields is a stray quote, not a multi-line value: its first
+    line comes out as an error and the lines after it are read again, so one bad quote cannot
+    swallow the good rows that follow it.
+
     >>> [tuple(r) for r in csv_records(['a,"b\\n', 'c"\\n', 'd,e\\n'])]
     [(1, ['a', 'b\\nc'], 'a,"b\\nc"\\n', ''), (3, ['d', 'e'], 'd,e\\n', '')]
+    >>> [(r.line, r.fields, r.error[:16]) for r in csv_records(['h,i\\n', 'x,"y\\n', 'd,e\\n'])]
+    [(1, ['h', 'i'], ''), (2, [], 'unbalanced quote'), (3, ['d', 'e'], '')]
     """
-    source = iter(lines)
+    source = _Pushback(lines)
+    width: int | None = None
     line = 0
     for text in source:
         line += 1
         if '"' not in text:
             body = text.rstrip("\r\n")
-            yield CsvRecord(line, body.split(delimiter) if body else [], text)
+            fields = body.split(delimiter) if body else []
+            width = len(fields) if width is None else width
+            yield CsvRecord(line, fields, text)
             continue
         consumed = [text]
         reader = csv.reader(_continued(text, source, consumed), delimiter=delimiter)
@@ -74,8 +84,41 @@ def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[CsvRecor
             fields, error = next(reader), ""
         except csv.Error as e:
             fields, error = [], str(e)
+        except StopIteration:  # the csv module saw no record at all (e.g. a lone quote at the end)
+            fields, error = [], "unexpected end of data"
+        if len(consumed) > 1 and width is not None and (error or len(fields) != width
+                                                         or not _closed(consumed, delimiter)):
+            source.push_back(consumed[1:])
+            found = error or (f"{len(fields)} fields, expected {width}" if len(fields) != width
+                              else "a quote is never closed")
+            yield CsvRecord(line, [], text, f"unbalanced quote: the record ran on past its line ({found})")
+            continue
+        width = len(fields) if width is None else width
         yield CsvRecord(line, fields, "".join(consumed), error)
         line += len(consumed) - 1
+
+
+def _closed(consumed: list[str], delimiter: str) -> bool:
+    """Whether a multi-line record parses strictly (every quote closed before the end of its text)."""
+    try:
+        list(csv.reader(consumed, delimiter=delimiter, strict=True))
+    except csv.Error:
+        return False
+    return True
+
+
+class _Pushback(Iterator[str]):
+    """An iterator of lines that takes lines back (to read them again after a stray quote)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self._back: list[str] = []
+
+    def __next__(self) -> str:
+        return self._back.pop() if self._back else next(self._lines)
+
+    def push_back(self, lines: list[str]) -> None:
+        self._back.extend(reversed(lines))
 
 
 def _continued(first: str, rest: Iterator[str], consumed: list[str]) -> Iterator[str]:

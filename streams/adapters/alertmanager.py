@@ -181,7 +181,9 @@ def read_alertmanager(path: str | Path, *, tz: str = "UTC") -> AdapterOutput:
     name = Path(path).name
     with open_text(path) as f:
         content = f.read()
-    lines = content.splitlines(keepends=True)
+    # JSON lines end at "\n" only: str.splitlines would also cut at U+2028, U+0085, \x1c … which
+    # are legal unescaped inside a JSON string, and lose the whole payload that holds one
+    lines = content.split("\n")
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if len(numbered) > 1 and _is_json(numbered[0][1]):
         for n, line in numbered:

@@ -1,0 +1,118 @@
+"""Where the recurring-incident detector keeps its groups, and how they leave memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from ._group import Group
+
+
+class GroupStore:
+    """Active and retained groups plus the indexes that find them; every structure is bounded.
+
+    * ``active``: groups with an incident inside the window, oldest activity first (dict order);
+    * ``retained``: raised or decided groups past the window, kept ``memory`` seconds after their
+      last incident, so a recurrence updates the same problem and a rejected group stays rejected;
+    * ``by_key``: blocking key -> the newest ``max_candidates`` group ids indexed under it;
+      ``exact``: context -> the newest group seeded with exactly that context;
+    * ``tickets``: incident -> group, forgotten after the memory horizon (``ticket_times``), so a
+      later lifecycle event of a known incident never counts as a new incident.
+    """
+
+    def __init__(self, max_candidates: int) -> None:
+        self.max_candidates = max_candidates
+        self.active: dict[str, Group] = {}
+        self.retained: dict[str, Group] = {}
+        self.by_key: dict[str, list[str]] = {}
+        self.exact: dict[tuple[str, ...], str] = {}
+        self.tickets: dict[str, str] = {}
+        self.ticket_times: deque[tuple[float, str]] = deque()
+
+    def get(self, gid: str) -> Group | None:
+        return self.active.get(gid) or self.retained.get(gid)
+
+    def resolve(self, g: Group) -> Group:
+        """Follow merges to the surviving group (a group merged into a forgotten one is itself)."""
+        for _ in range(32):
+            if not g.merged_into:
+                return g
+            target = self.get(g.merged_into)
+            if target is None:
+                return g
+            g = target
+        return g
+
+    def index(self, g: Group) -> None:
+        """Add a new group as the newest active one, findable by its keys and its exact context."""
+        self.active[g.gid] = g
+        self.exact[g.rep] = g.gid
+        for key in g.keys:
+            ids = self.by_key.setdefault(key, [])
+            ids.append(g.gid)
+            if len(ids) > self.max_candidates:
+                del ids[0]
+
+    def touch(self, g: Group) -> None:
+        """Mark ``g`` as having the newest incident (keeps ``active`` ordered by activity)."""
+        if g.gid in self.active:
+            self.active[g.gid] = self.active.pop(g.gid)
+        else:
+            self.retained.pop(g.gid, None)
+            self.active[g.gid] = g
+
+    def remember(self, ticket_id: str, gid: str, now: float) -> None:
+        self.tickets[ticket_id] = gid
+        self.ticket_times.append((now, ticket_id))
+
+    def expire(self, now: float, window: float, memory: float, on_leave: Callable[[Group], None],
+               on_drop: Callable[[Group], None]) -> None:  # fmt: skip
+        """Move groups idle for ``window`` out of the active set, forget those idle for ``memory``.
+
+        ``on_leave`` sees a group (with its window times) as it leaves the window; ``on_drop`` sees
+        a group just before it is forgotten.
+        """
+        cutoff = now - window
+        while self.active:
+            g = next(iter(self.active.values()))
+            if g.last >= cutoff:
+                break
+            del self.active[g.gid]
+            on_leave(g)
+            g.times.clear()
+            if g.status or g.merged_into:
+                self.retained[g.gid] = g
+            else:
+                self._drop(g, on_drop)
+        cutoff = now - memory
+        while self.retained:
+            g = next(iter(self.retained.values()))
+            if g.last >= cutoff:
+                break
+            del self.retained[g.gid]
+            self._drop(g, on_drop)
+        times = self.ticket_times
+        while times and times[0][0] < cutoff:
+            _, tid = times.popleft()
+            self.tickets.pop(tid, None)
+
+    def _drop(self, g: Group, on_drop: Callable[[Group], None]) -> None:
+        on_drop(g)
+        for key in g.keys:
+            ids = self.by_key.get(key)
+            if ids and g.gid in ids:
+                ids.remove(g.gid)
+                if not ids:
+                    del self.by_key[key]
+        if self.exact.get(g.rep) == g.gid:
+            del self.exact[g.rep]
+
+    def restore(self, active: list[Group], retained: list[Group], by_key: dict[str, list[str]],
+                tickets: dict[str, str], ticket_times: list[tuple[float, str]]) -> None:  # fmt: skip
+        """Load the state a snapshot captured (``exact`` is rebuilt: the newest seed wins)."""
+        self.active = {g.gid: g for g in active}
+        self.retained = {g.gid: g for g in retained}
+        for g in sorted((*active, *retained), key=lambda g: g.created):
+            if g.keys:
+                self.exact[g.rep] = g.gid
+        self.by_key, self.tickets, self.ticket_times = by_key, tickets, deque(ticket_times)

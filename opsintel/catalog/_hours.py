@@ -1,0 +1,93 @@
+"""Business hours: how many minutes of an interval fall inside a service's working time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+#: weekday names as the catalogue spells them, Monday first (``datetime.weekday()`` order)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+#: longest interval measured day by day; longer spans are capped (a ticket open for years is a
+#: data defect, and the business-hours loop must stay cheap on the worker's hot path)
+MAX_SPAN = timedelta(days=3 * 366)
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """A working calendar: weekdays, daily window, time zone and holidays.
+
+    ``always=True`` is the 24x7 calendar (every minute counts), the right one for a customer-facing
+    service whose customers do not keep office hours.
+
+    Examples
+    --------
+    >>> office = BusinessHours(timezone="Europe/Amsterdam", days=frozenset(range(5)),
+    ...                        start=time(9), end=time(17))
+    >>> fri_4pm = datetime(2016, 3, 4, 15, 0, tzinfo=UTC)  # 16:00 in Amsterdam
+    >>> office.minutes_between(fri_4pm, fri_4pm + timedelta(days=3))  # 1 h Friday + 7 h Monday
+    480.0
+    >>> BusinessHours(always=True).minutes_between(fri_4pm, fri_4pm + timedelta(hours=2))
+    120.0
+    """
+
+    timezone: str = "UTC"
+    days: frozenset[int] = frozenset(range(5))
+    start: time = time(0)
+    end: time = time(0)  #: ``00:00`` as end means midnight (end of the day)
+    holidays: frozenset[date] = field(default_factory=frozenset)
+    always: bool = False
+
+    def __post_init__(self) -> None:
+        ZoneInfo(self.timezone)  # raises for an unknown zone
+        if not self.always and self.end != time(0) and self.end <= self.start:
+            raise ValueError(f"business hours end {self.end} must be after start {self.start}")
+
+    @property
+    def minutes_per_week(self) -> float:
+        """Working minutes in a week without holidays (for documentation and sanity checks)."""
+        if self.always:
+            return 7 * 24 * 60.0
+        return len(self.days) * self._day_minutes()
+
+    def _day_minutes(self) -> float:
+        start = self.start.hour * 60 + self.start.minute
+        end = self.end.hour * 60 + self.end.minute or 24 * 60
+        return float(end - start)
+
+    def minutes_between(self, a: datetime, b: datetime) -> float:
+        """Working minutes in ``[a, b)`` (0 when ``b <= a``); both instants timezone-aware."""
+        if b <= a:
+            return 0.0
+        b = min(b, a + MAX_SPAN)
+        if self.always:
+            return (b - a).total_seconds() / 60.0
+        tz = ZoneInfo(self.timezone)
+        total = 0.0
+        day = a.astimezone(tz).date()
+        last = b.astimezone(tz).date()
+        while day <= last:
+            if day.weekday() in self.days and day not in self.holidays:
+                # local wall-clock window -> UTC instants (zoneinfo handles DST shifts)
+                w0 = datetime.combine(day, self.start, tz)
+                w1 = (datetime.combine(day + timedelta(days=1), time(0), tz) if self.end == time(0)
+                      else datetime.combine(day, self.end, tz))
+                lo, hi = max(a, w0), min(b, w1)
+                if hi > lo:
+                    total += (hi - lo).total_seconds() / 60.0
+            day += timedelta(days=1)
+        return total
+
+    def minutes_in(self, intervals: Iterable[tuple[datetime, datetime]]) -> float:
+        """Working minutes summed over several (non-overlapping) intervals."""
+        return sum(self.minutes_between(a, b) for a, b in intervals)
+
+
+ALWAYS = BusinessHours(always=True)
+
+
+def utc(dt: datetime) -> datetime:
+    """``dt`` as an aware UTC datetime (naive input is taken as UTC)."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)

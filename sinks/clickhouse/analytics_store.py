@@ -1,0 +1,77 @@
+"""Writes of the analytics tables, mixed into :class:`sinks.clickhouse.store.ClickHouseStore`.
+
+Kept apart from ``store.py`` so the backbone store stays small; the columns come from
+:mod:`sinks.clickhouse.analytics_schema`, so DDL and inserts cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from opsintel.problems import ProblemRecord
+from sinks.clickhouse.schema import TABLES_BY_NAME, Table
+
+
+def problem_row(rec: ProblemRecord) -> dict[str, Any]:
+    """One ``problems`` row: the record flattened, the full evidence kept as JSON."""
+    change, lead, kb, sig = rec.suspect_change, rec.monitoring_first, rec.suggested_knowledge, rec.signals
+    return {
+        "problem_id": rec.problem_id, "kind": rec.kind, "version": rec.version, "status": str(rec.status),
+        "title": rec.title, "first_seen": rec.first_seen, "last_seen": rec.last_seen,
+        "raised_at": rec.raised_at, "updated_at": rec.updated_at, "source": rec.source,
+        "service": rec.service, "ci": rec.ci, "category": rec.category, "incident_count": rec.incident_count,
+        "why_rule": rec.why.rule, "shared_attributes": dict(rec.why.shared_attributes),
+        "similarity": rec.why.similarity, "rate_vs_baseline": rec.why.rate_vs_baseline,
+        "suspect_change": change.change_id if change else "", "suspect_change_match": change.match if change else "",
+        "suspect_change_delta_hours": change.delta_hours if change else None,
+        "monitoring_alert": lead.alert_name if lead else "", "monitoring_lead_hours": lead.lead_hours if lead else None,
+        "suggested_article": kb.article if kb else "", "suggested_article_share": kb.share if kb else None,
+        "mean_reassignments": sig.mean_reassignments, "reopen_rate": sig.reopen_rate,
+        "sla_response_met_rate": sig.sla_response_met_rate, "sla_resolution_met_rate": sig.sla_resolution_met_rate,
+        "merged_into": rec.merged_into, "feedback_action": str(rec.feedback.action) if rec.feedback else "",
+        "evidence_json": json.dumps(msgspec.to_builtins(rec.why), sort_keys=True),
+    }  # fmt: skip
+
+
+def _value(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping) else getattr(row, name)
+
+
+class AnalyticsWrites:
+    """``insert_incident_impact`` / ``insert_problems`` / ``insert_anomalies`` (all idempotent)."""
+
+    def _insert(self, table: Table, columns: list[list[Any]]) -> None:  # provided by ClickHouseStore
+        raise NotImplementedError
+
+    def _insert_rows(self, name: str, rows: Sequence[Any]) -> int:
+        if not rows:
+            return 0
+        table = TABLES_BY_NAME[name]
+        self._insert(table, [[_value(r, c) for r in rows] for c in table.column_names])
+        return len(rows)
+
+    def insert_incident_impact(self, rows: Sequence[Any]) -> int:
+        """Write :class:`opsintel.impact.ImpactRow` s (the newest ``version`` of an incident wins)."""
+        return self._insert_rows("incident_impact", rows)
+
+    def insert_problems(self, records: Sequence[ProblemRecord], *, source: str = "") -> int:
+        """Write problem records and their incident links (``source`` names the incidents' source
+        when the record does not)."""
+        if not records:
+            return 0
+        self._insert_rows("problems", [problem_row(r) for r in records])
+        links = [
+            {"problem_id": r.problem_id, "source": r.source or source, "ticket_id": t, "version": r.version,
+             "linked": not r.merged_into, "linked_at": r.updated_at}
+            for r in records for t in r.incident_ids
+        ]  # fmt: skip
+        self._insert_rows("problem_incidents", links)
+        return len(records)
+
+    def insert_anomalies(self, rows: Sequence[Any]) -> int:
+        """Write anomalies: objects or mappings with the ``anomalies`` columns."""
+        return self._insert_rows("anomalies", rows)

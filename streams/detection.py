@@ -1,0 +1,149 @@
+"""Detectors in the stream: one instance per stream partition, checkpointed with its offsets.
+
+The recurring-incident detector is stateful (open groups, baselines, decisions). For a restart
+or a rebalance to continue exactly where the last committed batch left off, every partition's
+detector is snapshotted to ClickHouse (``detector_state``) together with the next offset it has
+seen per topic, *before* the batch is acked:
+
+* a batch replayed after a crash is skipped message by message (``offset < position``), so no
+  incident is counted twice;
+* a partition that moves to another worker is restored there from its last snapshot;
+* events of one service share a partition on every input topic (they are keyed by service, else
+  CI), so a partition's detector sees that service's tickets, changes and alerts.
+
+Nothing here imports Faust: the agents in :mod:`streams.app` call :class:`PartitionedDetector`
+with decoded events and their Kafka coordinates, and tests call it directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from opsintel.problems import Feedback, ProblemRecord
+from sinks.clickhouse import ClickHouseStore
+from streams.pipeline import BatchWriter, RawMessage
+
+log = logging.getLogger(__name__)
+
+
+class StreamDetector(Protocol):
+    def learn_one(self, event: Any) -> None: ...
+
+    def pop_updates(self) -> list[ProblemRecord]: ...
+
+    def apply_feedback(self, fb: Feedback) -> bool: ...
+
+    def snapshot(self) -> bytes: ...
+
+
+@dataclass
+class _Partition:
+    detector: StreamDetector
+    positions: dict[str, int] = field(default_factory=dict)
+    changes: int = 0  #: bumped on every change; a checkpoint clears ``dirty`` only if none came meanwhile
+    dirty: bool = False
+
+
+class PartitionedDetector:
+    """Keeps one detector per partition number, restored from and checkpointed to ClickHouse.
+
+    Parameters
+    ----------
+    name:
+        The detector's name in ``detector_state`` (e.g. ``"recurring"``).
+    factory:
+        Makes a fresh detector for a partition that has no snapshot yet.
+    restore:
+        Rebuilds a detector from :meth:`snapshot` bytes.
+    writer:
+        The batch writer whose executor thread owns the store.
+    """
+
+    def __init__(self, name: str, factory: Callable[[], StreamDetector],
+                 restore: Callable[[bytes], StreamDetector], writer: BatchWriter) -> None:
+        self.name = name
+        self.factory = factory
+        self.restore = restore
+        self.writer = writer
+        self.store: ClickHouseStore = writer.store
+        self._partitions: dict[int, _Partition] = {}
+        self._stale: set[int] = set()
+
+    async def _get(self, partition: int) -> _Partition:
+        entry = self._partitions.get(partition)
+        if entry is not None and partition in self._stale and not entry.dirty:
+            entry = None  # the partition was revoked and may have been advanced by another worker
+        if entry is None:
+            self._stale.discard(partition)
+            rows = await self.writer.call(
+                self.store.query,
+                "SELECT state, positions FROM {db}.detector_state FINAL "
+                "WHERE detector = {d:String} AND partition = {p:UInt16}",
+                {"d": self.name, "p": partition},
+            )
+            if rows:
+                state, positions = rows[0]
+                entry = _Partition(self.restore(base64.b64decode(state)), {k: int(v) for k, v in positions.items()})
+                log.info("%s: restored partition %d at %s", self.name, partition, entry.positions)
+            else:
+                entry = _Partition(self.factory())
+            self._partitions[partition] = entry
+        return entry
+
+    async def learn(self, events: Sequence[Any], messages: Sequence[RawMessage]) -> list[ProblemRecord]:
+        """Feed a batch (in partition order); returns the problem records that changed."""
+        touched: set[int] = set()
+        for event, msg in zip(events, messages, strict=True):
+            entry = await self._get(msg.partition)
+            if msg.offset < entry.positions.get(msg.topic, 0):
+                continue  # already in this partition's state (a replay after a crash)
+            entry.detector.learn_one(event)
+            entry.positions[msg.topic] = msg.offset + 1
+            entry.dirty = True
+            entry.changes += 1
+            touched.add(msg.partition)
+        return [u for p in sorted(touched) for u in self._partitions[p].detector.pop_updates()]
+
+    async def apply_feedback(self, feedback: Feedback, msg: RawMessage) -> list[ProblemRecord]:
+        """Apply a human decision arriving on partition ``msg.partition`` of the feedback topic."""
+        entry = await self._get(msg.partition)
+        if msg.offset < entry.positions.get(msg.topic, 0):
+            return []
+        applied = entry.detector.apply_feedback(feedback)
+        entry.positions[msg.topic] = msg.offset + 1
+        entry.dirty = True
+        entry.changes += 1
+        if not applied:
+            log.warning("%s: feedback for unknown problem %s on partition %d", self.name, feedback.problem_id,
+                        msg.partition)
+        return entry.detector.pop_updates()
+
+    async def checkpoint(self) -> int:
+        """Write the snapshot of every partition that changed since the last checkpoint."""
+        rows = []
+        taken: list[tuple[_Partition, int]] = []
+        now = datetime.now(UTC)
+        version = time.time_ns()
+        for p, entry in sorted(self._partitions.items()):
+            if entry.dirty:
+                taken.append((entry, entry.changes))
+                rows.append({"detector": self.name, "partition": p, "version": version,
+                             "positions": dict(entry.positions),
+                             "state": base64.b64encode(entry.detector.snapshot()).decode(),
+                             "written_at": now})
+        if rows:
+            await self.writer.retrying("detector_state", self.store.insert_rows, "detector_state", rows)
+            for entry, changes in taken:
+                entry.dirty = entry.changes != changes
+        return len(rows)
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Partitions taken away by a rebalance: their state is reloaded from ClickHouse on next use
+        (a batch still in flight checkpoints first)."""
+        self._stale |= partitions & set(self._partitions)

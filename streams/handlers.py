@@ -1,0 +1,82 @@
+"""What each agent does with a batch, without Faust: write, detect, publish, dead-letter.
+
+Order per batch, and why: (1) raw events to ClickHouse; (2) the partition's detectors learn them
+and their changed problem records are written and published; (3) the detectors' state is
+checkpointed with the offsets it includes; (4) dead letters are sent; only then (5) the agent
+acks the batch, so Kafka commits an offset only when everything it caused is durable. A crash at
+any point replays the batch into idempotent tables and detectors that skip what they have seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from opsintel.problems import ProblemRecord, decode_feedback, encode_problem
+from opsintel.settings import Settings
+from sinks.deadletter import DeadLetter
+from streams.detection import PartitionedDetector
+from streams.pipeline import BatchWriter, EventKind, RawMessage
+
+log = logging.getLogger(__name__)
+
+#: sends one Kafka message; the returned awaitable resolves when the broker has it
+Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
+
+
+class StreamHandlers:
+    def __init__(self, settings: Settings, writer: BatchWriter, recurring: PartitionedDetector, send: Send) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.recurring = recurring
+        self.send = send
+
+    async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage]) -> None:
+        """Tickets, changes, alerts: store, detect, checkpoint, dead-letter."""
+        done = await self.writer.process(kind, messages)
+        if done.events:
+            records = await self.recurring.learn(done.events, done.messages)
+            await self.publish(records)
+            await self.recurring.checkpoint()
+        await self.send_dead_letters(done.dead_letters)
+
+    async def feedback(self, messages: Sequence[RawMessage]) -> None:
+        """Human decisions on problems: apply to the owning partition's detector, publish the result."""
+        dead: list[DeadLetter] = []
+        for msg in messages:
+            try:
+                fb = decode_feedback(msg.value or b"")
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+                code = "bad_json" if isinstance(e, msgspec.DecodeError) else "validation"
+                dead.append(DeadLetter.for_record(msg.value or b"", reason=f"{code}: {e}", origin=msg.origin,
+                                                  origin_topic=msg.topic))
+                continue
+            await self.publish(await self.recurring.apply_feedback(fb, msg))
+        await self.recurring.checkpoint()
+        for dl in dead:
+            self.writer.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        await self.send_dead_letters(dead)
+
+    async def dead_letters(self, messages: Sequence[RawMessage]) -> None:
+        letters = [DeadLetter.from_kafka(m.value, m.headers) for m in messages]
+        await self.writer.write_dead_letters(letters)
+
+    async def publish(self, records: Sequence[ProblemRecord]) -> None:
+        """Problem records to ClickHouse (latest version wins) and to the compacted problems topic."""
+        if not records:
+            return
+        await self.writer.retrying("problems", self.writer.store.insert_problems, list(records))
+        self.writer.metrics.written.labels("problems").inc(len(records))
+        topic = self.settings.topic("problems")
+        pending = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
+        await asyncio.gather(*pending)
+
+    async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        topic = self.settings.topic("deadletter")
+        pending = [await self.send(topic, dl.origin.encode(), dl.payload, dl.kafka_headers()) for dl in letters]
+        if pending:
+            await asyncio.gather(*pending)
