@@ -39,12 +39,12 @@ def build_all() -> dict[str, Dashboard]:
 
 def provisioning_files(dashboards_path: str = "/var/lib/grafana/dashboards/opsintel") -> dict[str, str]:
     """Grafana provisioning: the two datasources (fixed uids the dashboards use) and a file provider."""
-    datasources = """# Written by `opsintel dashboards`: the datasources the opsintel dashboards refer to (fixed uids); the
-# hosts are those of deploy/compose.yaml - edit them for another setup.
+    datasources = """# Written by `opsintel dashboards`: the datasources the opsintel dashboards refer to (fixed
+# uids); the hosts are those of deploy/compose.yaml - edit them for another setup.
 apiVersion: 1
 datasources:
   - name: ClickHouse (opsintel)
-    uid: %s
+    uid: @CLICKHOUSE_UID@
     type: grafana-clickhouse-datasource
     editable: false
     jsonData:
@@ -57,11 +57,11 @@ datasources:
     secureJsonData:
       password: ${OPSINTEL_CLICKHOUSE_PASSWORD}
   - name: Prometheus (opsintel)
-    uid: %s
+    uid: @PROMETHEUS_UID@
     type: prometheus
     editable: false
     url: http://prometheus:9090
-""" % (CLICKHOUSE_UID, PROMETHEUS_UID)
+""".replace("@CLICKHOUSE_UID@", CLICKHOUSE_UID).replace("@PROMETHEUS_UID@", PROMETHEUS_UID)
     provider = f"""# Written by `opsintel dashboards`: load the opsintel dashboards from files.
 apiVersion: 1
 providers:
@@ -98,6 +98,8 @@ def write_all(out: Path, *, provisioning: bool = True) -> list[Path]:
 def push(url: str, *, token: str = "", user: str = "", password: str = "", folder_uid: str = "",
          timeout: float = 30.0) -> list[str]:
     """POST every dashboard to ``{url}/api/dashboards/db`` (overwrite); returns the uids pushed."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -109,9 +111,10 @@ def push(url: str, *, token: str = "", user: str = "", password: str = "", folde
                                    "message": "opsintel dashboards"}
         if folder_uid:
             body["folderUid"] = folder_uid
-        req = urllib.request.Request(f"{url.rstrip('/')}/api/dashboards/db", data=json.dumps(body).encode(),
+        req = urllib.request.Request(f"{url.rstrip('/')}/api/dashboards/db", data=json.dumps(body).encode(),  # noqa: S310
                                      headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the operator's Grafana URL
+        # the operator's own Grafana URL; only http(s) accepted
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             resp.read()
         pushed.append(str(board.uid))
     return pushed

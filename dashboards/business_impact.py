@@ -4,6 +4,8 @@ Reads ``incident_impact`` (one row per incident, ``FINAL``) for totals over the 
 means and p90s) and the ``impact_daily`` rollup for the trends. Formulas: ``docs/impact.md``.
 """
 
+
+
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -55,19 +57,19 @@ resolution target of their priority was missed. Formulas and units: `docs/impact
     ]
     per_service = table_panel("IT metrics and business metrics per service", "One row per catalogue service; "
                               "IT layer on the left, business layer on the right.", ch(f"""
-SELECT service, any(business_unit) AS business_unit, count() AS opened, countIf(is_open) AS still_open,
+SELECT service, any(business_unit) AS unit, count() AS opened, countIf(is_open) AS still_open,
   round(avg(time_to_respond_min) / 60, 1) AS respond_mean_h,
   round(quantile(0.9)(time_to_resolve_min) / 60, 1) AS resolve_p90_h,
   round(avg(time_to_resolve_bh_min) / 60, 1) AS resolve_bh_mean_h,
   round(avgIf(toFloat64(sla_made), sla_made IS NOT NULL), 3) AS sla_made_share,
   round(avgIf(toFloat64(sla_resolution_met), sla_resolution_met IS NOT NULL), 3) AS sla_resolution_met_share,
-  round(avg(reassignments), 2) AS bounces_mean, sum(reopens) AS reopens,
+  round(avg(reassignments), 2) AS bounces_mean, sum(reopens) AS reopens_total,
   round(avg(toFloat64(self_service)), 3) AS self_service_share,
   round(avgIf(toFloat64(knowledge_used), knowledge_used IS NOT NULL), 3) AS knowledge_share,
   round(sum(interruption_bh_min) / 60, 1) AS interruption_bh_h,
-  round(sum(productivity_loss)) AS productivity_loss, round(sum(customer_impact)) AS customer_impact
+  round(sum(productivity_loss)) AS productivity_loss_eur, round(sum(customer_impact)) AS customer_impact_eur
 {_IMPACT}
-GROUP BY service ORDER BY productivity_loss DESC"""))
+GROUP BY service ORDER BY productivity_loss_eur DESC"""))
     resolve_trend = timeseries_panel("Time to resolve p90 (h) — IT layer", "p90 of wall-clock time to resolve of "
                                      "incidents resolved per day.", [ch(f"""
 SELECT bucket AS time, service, ttresolve_p90_min / 60 AS p90_hours {_DAILY} AND resolved > 0
@@ -85,7 +87,7 @@ SELECT bucket AS time, avgIf(sla_made_rate, sla_made_rate IS NOT NULL) AS made_s
                               "resolved after the resolution target, slowest first.", ch(f"""
 SELECT ticket_id, service, priority, round(time_to_resolve_bh_min / 60, 1) AS resolve_bh_h,
   round(sla_resolution_target_min / 60, 1) AS target_bh_h, reassignments, reopens,
-  round(productivity_loss) AS productivity_loss
+  round(productivity_loss) AS productivity_loss_eur
 {_IMPACT} AND sla_met_resolution_slow ORDER BY time_to_resolve_bh_min DESC LIMIT 50"""))
     volume = timeseries_panel("Volume vs bypass signal", "Tickets opened per day next to 'bypass' anomalies "
                               "(tickets dropped while monitoring alerts did not): fewer tickets is not always "

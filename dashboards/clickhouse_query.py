@@ -114,9 +114,10 @@ def expand_macros(sql: str, *, start: datetime, end: datetime, interval_s: int =
 
     >>> from datetime import timezone
     >>> t0, t1 = datetime(2016, 1, 1, tzinfo=timezone.utc), datetime(2016, 1, 2, tzinfo=timezone.utc)
-    >>> expand_macros("SELECT $__timeInterval(t) WHERE $__timeFilter(t) AND s IN (${service:singlequote})",
-    ...               start=t0, end=t1, variables={"service": ["a", "b"]})
-    "SELECT toStartOfInterval(toDateTime(t), INTERVAL 3600 second) WHERE t >= toDateTime(1451606400) AND t <= toDateTime(1451692800) AND s IN ('a','b')"
+    >>> print(expand_macros("SELECT $__timeInterval(t) WHERE $__timeFilter(t) AND s IN (${service:singlequote})",
+    ...                     start=t0, end=t1, variables={"service": ["a", "b"]}))
+    SELECT toStartOfInterval(toDateTime(t), INTERVAL 3600 second)
+    WHERE t >= toDateTime(1451606400) AND t <= toDateTime(1451692800) AND s IN ('a','b')
     """
     f, t = int(start.timestamp()), int(end.timestamp())
     fms, tms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)

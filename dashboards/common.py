@@ -16,6 +16,7 @@ from grafana_foundation_sdk.builders import prometheus, stat, table, text, times
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.common import TableCellHeight
 
 from dashboards.clickhouse_query import PLUGIN_ID, ClickHouseQueryBuilder
 
@@ -69,8 +70,14 @@ def prom(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
 def timeseries_panel(title: str, description: str, queries: Sequence[cogbuilder.Builder[Any]], *,
                      unit: str = "short", datasource: model.DataSourceRef = CLICKHOUSE,
                      bars: bool = False) -> timeseries.Panel:
+    from grafana_foundation_sdk.builders.common import VizLegendOptions, VizTooltipOptions
+    from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement, SortOrder, TooltipDisplayMode
+
     p = (timeseries.Panel().title(title).description(description).datasource(datasource).unit(unit)
-         .line_width(1).fill_opacity(15).span(12).height(8))
+         .line_width(1).fill_opacity(15).span(12).height(8)
+         .legend(VizLegendOptions().show_legend(True).display_mode(LegendDisplayMode.LIST)
+                 .placement(LegendPlacement.BOTTOM))
+         .tooltip(VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)))
     if bars:
         from grafana_foundation_sdk.models.common import GraphDrawStyle
 
@@ -90,7 +97,8 @@ def stat_panel(title: str, description: str, query: cogbuilder.Builder[Any], *, 
 
 
 def table_panel(title: str, description: str, query: cogbuilder.Builder[Any]) -> table.Panel:
-    return table.Panel().title(title).description(description).datasource(CLICKHOUSE).with_target(query).span(24).height(9)
+    return (table.Panel().title(title).description(description).datasource(CLICKHOUSE).with_target(query)
+            .show_header(True).cell_height(TableCellHeight.SM).span(24).height(9))
 
 
 def text_panel(title: str, markdown: str) -> text.Panel:

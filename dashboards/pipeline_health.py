@@ -29,7 +29,8 @@ def build() -> dash.Dashboard:
         _ts("Consumer lag", "Messages not yet processed, per topic.",
             "sum by (topic) (opsintel_consumer_lag_messages)", "{{topic}}"),
         _ts("Flush latency p95", "Time to write one batch to ClickHouse, per table.",
-            "histogram_quantile(0.95, sum by (le, table) (rate(opsintel_flush_duration_seconds_bucket[$__rate_interval])))",
+            "histogram_quantile(0.95, sum by (le, table) "
+            "(rate(opsintel_flush_duration_seconds_bucket[$__rate_interval])))",
             "{{table}}", "s"),
         _ts("Batch size p50", "Events per processed batch, per topic.",
             "histogram_quantile(0.5, sum by (le, topic) (rate(opsintel_batch_size_events_bucket[$__rate_interval])))",

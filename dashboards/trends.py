@@ -1,6 +1,8 @@
 """Trends & anomalies: volume, backlog and time to resolve per service, and the anomalies the
 trend detector flagged (spikes, drops, and the "users bypass the desk" signal)."""
 
+# ruff: noqa: S608 - fixed SQL assembled from constants in this module; no value is ever interpolated
+
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -38,7 +40,7 @@ FROM impact_daily WHERE $__timeFilter(bucket) AND {SERVICE_FILTER} GROUP BY time
            series=True)], unit="h")
     bounces = timeseries_panel("Bounces and reopens", "Mean reassignments and reopens of incidents resolved "
                                "per day.", [ch(f"""
-SELECT bucket AS time, avgIf(reassignments_mean, resolved > 0) AS bounces_mean, sum(reopens) AS reopens
+SELECT bucket AS time, avgIf(reassignments_mean, resolved > 0) AS bounces_mean, sum(reopens) AS reopens_total
 FROM impact_daily WHERE $__timeFilter(bucket) AND {SERVICE_FILTER} GROUP BY time ORDER BY time""",
                                                    series=True)])
     anomaly_counts = timeseries_panel("Anomalies per day", "By kind: spike, drop, bypass.", [ch("""
@@ -46,8 +48,9 @@ SELECT toStartOfDay(interval_start) AS time, kind, count() AS anomalies FROM ano
 WHERE $__timeFilter(interval_start) GROUP BY time, kind ORDER BY time""", series=True)], bars=True)
     anomalies = table_panel("Anomalies", "Newest first: what was observed, what the baseline expected, the "
                             "normal band and the score.", ch("""
-SELECT interval_start, service, metric, kind, direction, round(observed, 2) AS observed,
-  round(expected, 2) AS expected, round(lower, 2) AS lower, round(upper, 2) AS upper, round(score, 3) AS score,
+SELECT interval_start, service, metric, kind, direction, round(observed, 2) AS observed_value,
+  round(expected, 2) AS expected_value, round(lower, 2) AS band_low, round(upper, 2) AS band_high,
+  round(score, 3) AS anomaly_score,
   detector
 FROM anomalies FINAL WHERE $__timeFilter(interval_start) ORDER BY interval_start DESC, service LIMIT 500"""))
     return layout(board, [

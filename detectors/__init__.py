@@ -15,6 +15,9 @@ same code on the same events.
   :class:`RecordBreakDetector` (the default trend detector) scores how far a value breaks the
   series' records, in value and in residual against that baseline (best NAB score here).
   The baselines they are benchmarked against (``opsintel eval nab``) share their API.
+* :class:`TrendMonitor` is the stream stage around them: event-time interval buckets per service
+  and metric (ticket volume, resolution time, SLA breaches, bounces, reopens, alerts), a detector
+  per series, :class:`AnomalyRow` s (spike, drop, bypass) and ``kind="trend"`` problem records.
 """
 
 from ._baselines import (
@@ -29,8 +32,11 @@ from ._recurring import RecurringIncidentDetector
 from ._seasonal import AnomalyVerdict, SeasonalAnomalyDetector, posix_seconds
 from ._signals import BypassRule, BypassSignal, ProblemCandidate, SustainedAnomalyTracker
 from ._text import normalise_text, text_vector
+from ._trend_monitor import TrendMonitor
+from ._trend_series import AnomalyRow
 
 __all__ = [
+    "AnomalyRow",
     "AnomalyVerdict",
     "BypassRule",
     "BypassSignal",
@@ -44,6 +50,7 @@ __all__ = [
     "SeasonalAnomalyDetector",
     "ServiceBaseline",
     "SustainedAnomalyTracker",
+    "TrendMonitor",
     "WindowedGaussianDetector",
     "normalise_text",
     "posix_seconds",

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from opsintel.problems import Feedback, FeedbackAction, FeedbackNote
 
+from ._episodes import EpisodeMixin
 from ._group import Group, Member
 from ._records import problem_id
 from ._similarity import FIELDS
-from ._store import GroupStore
 
 RAISED = frozenset({"candidate", "open", "confirmed"})
 _STATUS = {
@@ -28,21 +28,8 @@ _STATUS = {
 }  # fmt: skip
 
 
-class FeedbackMixin:
-    _store: GroupStore
-    _now: float
+class FeedbackMixin(EpisodeMixin):
     _window: float
-    _targets: dict[int, float]
-    _dirty: dict[str, None]
-
-    def _link(self, g: Group, ticket_id: str, m: Member) -> None:
-        raise NotImplementedError
-
-    def _end_episode(self, g: Group) -> None:
-        raise NotImplementedError
-
-    def _begin_episode(self, g: Group) -> None:
-        raise NotImplementedError
 
     def apply_feedback(self, fb: Feedback) -> bool:
         """Apply a human decision; returns ``False`` when the problem is unknown (expired)."""

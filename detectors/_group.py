@@ -14,6 +14,7 @@ import msgspec
 from opsintel.events import TicketEvent, TicketEventKind
 from opsintel.problems import FeedbackNote
 
+from . import _text
 from ._evidence import N_SIGNALS, priority_rank
 
 Contribution = tuple[float, ...]
@@ -106,6 +107,18 @@ class Group(msgspec.Struct, kw_only=True):
         del self.times[:cut]
         return old
 
+    def absorb(self, ctx: tuple[str, ...], sim: float, vec: dict[int, float], words: list[str], t: float) -> None:
+        """Count a new incident (context ``ctx``, similarity ``sim``, text, opened at ``t``) in."""
+        self.count += 1
+        self.sim_sum += sim
+        for i, (a, b) in enumerate(zip(ctx, self.rep, strict=True)):
+            if a and a == b:
+                self.matches[i] += 1
+        if vec:
+            _text.add_to_centroid(self.centroid, vec, 64)
+            _text.add_terms(self.terms, words, 32)
+        self.add_time(t)
+
     def add_time(self, t: float) -> None:
         if not self.times or self.times[-1] <= t:
             self.times.append(t)
@@ -147,11 +160,12 @@ def _bump(counter: dict[str, int], key: str, by: int) -> None:
             counter.pop(key, None)
 
 
-def update_member(g: Group, m: Member, ev: TicketEvent, targets: dict[int, float]) -> bool:
+def update_member(g: Group | None, m: Member, ev: TicketEvent, targets: dict[int, float]) -> bool:
     """Fold a lifecycle event into a member's signals; returns whether anything changed.
 
     Most lifecycle events change nothing the group tracks, so the new values are compared first
-    and the running sums are touched only on a change (this is the hot path of a replay).
+    and the running sums are touched only on a change (this is the hot path of a replay). With
+    ``g=None`` only the member is filled (a new member, before :meth:`Group.add_member`).
     """
     n = ev.reassignment_count
     reassign = n if n is not None and n > m.reassign else m.reassign
@@ -171,6 +185,10 @@ def update_member(g: Group, m: Member, ev: TicketEvent, targets: dict[int, float
         and prio == m.prio and kn == m.kn and km == m.km and change == m.change
     ):  # fmt: skip
         return False
+    if g is None:
+        m.reassign, m.reopened, m.sla, m.res_h, m.prio, m.kn, m.km, m.change = (
+            reassign, reopened, sla, res_h, prio, kn, km, change)  # fmt: skip
+        return True
     old = contribution(m, targets)
     if km != m.km:
         _bump(g.km, m.km, -1)

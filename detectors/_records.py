@@ -122,10 +122,19 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
         signals=signals_from(g.sums),
         merged_into=g.merged_into,
         feedback=g.feedback,
-        details={
-            "peak_count_in_window": g.peak, "members_tracked": len(g.members), "episode": g.episode,
-            "episode_open": g.in_episode, "episode_started": to_dt(g.episode_start).isoformat() if g.episode else "",
-            "closed_episodes": [{"start": to_dt(a).isoformat(), "end": to_dt(b).isoformat(), "linked": n}
-                                for a, b, n in g.episodes],
-        },  # fmt: skip
+        details=_episode_details(g),
     )
+
+
+def _episode_details(g: Group) -> dict[str, object]:
+    """Where the problem is in its life: episodes so far, whether one is open, the closed ones."""
+    return {
+        "peak_count_in_window": g.peak,
+        "members_tracked": len(g.members),
+        "episode": g.episode,
+        "episode_open": g.in_episode,
+        "episode_started": to_dt(g.episode_start).isoformat() if g.episode else "",
+        "closed_episodes": [
+            {"start": to_dt(a).isoformat(), "end": to_dt(b).isoformat(), "linked": n} for a, b, n in g.episodes
+        ],
+    }

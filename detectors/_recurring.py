@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from opsintel.events import ChangeEvent, Event, MonitoringEvent, TicketEvent
-from opsintel.problems import ProblemRecord, ProblemStatus
+from opsintel.problems import ProblemRecord
 
 from . import _text
 from ._evidence import DEFAULT_RESOLUTION_TARGETS_HOURS, ContextIndex, alert_item, change_item
@@ -17,29 +16,11 @@ from ._feedback import FeedbackMixin
 from ._group import Group, Member, update_member
 from ._raise_rule import BackgroundRates, RaiseRule, ServiceBaseline
 from ._records import RecordContext, build_record, problem_id
-from ._similarity import FIELDS, blend, blocking_keys, context_of, field_similarity, signature, weights_from
-from ._store import GroupStore
+from ._similarity import FIELDS, blocking_keys, context_of, signature, weights_from
+from ._store import DetectorState, GroupStore
 
 #: a link event for offline evaluation: (incident id, problem id or "" when unlinked, linked at)
 Link = tuple[str, str, float]
-
-
-class _Snapshot(msgspec.Struct):
-    params: dict[str, Any]
-    active: list[Group]
-    retained: list[Group]
-    baseline: ServiceBaseline
-    rates: BackgroundRates
-    changes: ContextIndex
-    alerts: ContextIndex
-    df: dict[int, int]
-    by_key: dict[str, list[str]]
-    tickets: dict[str, str]
-    ticket_times: list[tuple[float, str]]
-    now: float
-    next_sweep: float
-    next_live: float
-    dirty: list[str]
 
 
 class RecurringIncidentDetector(FeedbackMixin):
@@ -64,12 +45,13 @@ class RecurringIncidentDetector(FeedbackMixin):
         rule counts incidents within it. Default one week (see ``BENCHMARKS.md``).
     similarity_threshold
         Minimum similarity (0..1) for an incident to join a group, else it seeds a new one.
-    min_count, baseline_factor, reraise_factor, alpha
+    min_count, baseline_factor, reraise_factor, alpha, dispersion, max_expected
         The raise rule (:class:`~detectors._raise_rule.RaiseRule`).
     baseline_windows
         Memory of a signature's background rate, in windows (the decay time constant).
     warmup_hours
-        History watched before the window before anything is raised (default: one window).
+        How long a signature must have been watched (from its first incident, or from the
+        detector's start) before it can be raised (default: two windows).
     field_weights, text_weight
         Weights of the context fields (partial mapping over ``detectors._similarity.FIELDS``)
         and of the free-text cosine when both sides have text.
@@ -94,7 +76,7 @@ class RecurringIncidentDetector(FeedbackMixin):
     ...         version=0, event_time=at, service="Category 55", category="Category 55",
     ...         subcategory="Subcategory 170", symptom=symptom, location=f"Location {i}")
     >>> det = RecurringIncidentDetector()
-    >>> det.learn_one(incident(0, t0 - timedelta(days=28), symptom="Symptom 1"))  # four weeks watched
+    >>> det.learn_one(incident(0, t0 - timedelta(days=70)))  # seen once, ten weeks ago: a rare signature
     >>> det.learn_many(incident(i, t0 + timedelta(hours=i)) for i in range(1, 5))
     >>> [rec] = det.pop_updates()
     >>> rec.status, rec.incident_count, rec.version
@@ -112,6 +94,8 @@ class RecurringIncidentDetector(FeedbackMixin):
         baseline_factor: float = 2.0,
         reraise_factor: float = 2.0,
         alpha: float = 0.001,
+        dispersion: float = 6.0,
+        max_expected: float = 10.0,
         baseline_windows: float = 4.0,
         warmup_hours: float | None = None,
         field_weights: Mapping[str, float] | None = None,
@@ -129,11 +113,12 @@ class RecurringIncidentDetector(FeedbackMixin):
             raise ValueError("window_hours must be > 0 and similarity_threshold in (0, 1]")
         if max_candidates < 1 or max_members < 1 or memory_windows < 1 or baseline_windows <= 0:
             raise ValueError("max_candidates, max_members, memory_windows must be >= 1, baseline_windows > 0")
-        warmup_hours = window_hours if warmup_hours is None else warmup_hours
+        warmup_hours = 2 * window_hours if warmup_hours is None else warmup_hours
         self.params: dict[str, Any] = {
             "window_hours": window_hours, "similarity_threshold": similarity_threshold,
             "min_count": min_count, "baseline_factor": baseline_factor, "reraise_factor": reraise_factor,
-            "alpha": alpha, "baseline_windows": baseline_windows, "warmup_hours": warmup_hours,
+            "alpha": alpha, "dispersion": dispersion, "max_expected": max_expected,
+            "baseline_windows": baseline_windows, "warmup_hours": warmup_hours,
             "field_weights": dict(field_weights or {}), "text_weight": text_weight,
             "max_candidates": max_candidates, "max_members": max_members, "max_linked_ids": max_linked_ids,
             "memory_windows": memory_windows, "change_lookback_hours": change_lookback_hours,
@@ -143,7 +128,7 @@ class RecurringIncidentDetector(FeedbackMixin):
             "record_links": record_links,
         }  # fmt: skip
         self.rule = RaiseRule(min_count=min_count, baseline_factor=baseline_factor, reraise_factor=reraise_factor,
-                              alpha=alpha)  # fmt: skip
+                              alpha=alpha, dispersion=dispersion, max_expected=max_expected)  # fmt: skip
         self._weights = weights_from(field_weights)
         self._threshold = similarity_threshold
         self._text_weight = text_weight
@@ -215,34 +200,17 @@ class RecurringIncidentDetector(FeedbackMixin):
             words = _text.tokens(ev.description)
             vec = _text.text_vector(ev.description)
             rare = _text.rare_keys(vec, self._df)
-            self._count_df(vec)
+            self._df = _text.count_df(self._df, vec)
         keys = blocking_keys(ctx, rare)
-        best: Group | None = None
-        best_sim = 0.0
-        exact = None if vec else store.exact.get(ctx)
-        if exact is not None and (best := store.get(exact)) is not None:
-            best_sim = 1.0  # same context, no text: nothing can score higher
-        else:
-            seen: set[str] = set()
-            weights, by_key, get = self._weights, store.by_key, store.get
-            for key in keys:
-                for cand in by_key.get(key, ()):
-                    if cand in seen:
-                        continue
-                    seen.add(cand)
-                    g = get(cand)
-                    if g is None:
-                        continue
-                    fs, fw = field_similarity(ctx, g.rep, weights)
-                    sim = blend(fs, fw, _text.cosine(vec, g.centroid), self._text_weight) if vec and g.centroid else fs
-                    if sim > best_sim:
-                        best, best_sim = g, sim
+        best, best_sim = store.best_match(ctx, keys, vec, self._weights, self._text_weight)
         if best is None or best_sim < self._threshold:
             best = Group(gid=problem_id(ev.source, ev.ticket_id), source=ev.source, rep=ctx, keys=keys,
                          sig=signature(ctx) or problem_id(ev.source, ev.ticket_id), created=self._now,
                          first=opened, last=opened, matches=[0] * len(FIELDS))  # fmt: skip
             store.index(best)
-            self._rates.seen(best.sig, opened)
+            # a coded signature is watched from its first incident; a text-only group (its own
+            # signature) from the detector's start: "no similar text before" is evidence
+            self._rates.seen(best.sig, opened if best.sig != best.gid else self._rates.start)
             best_sim = 1.0
         self._join(store.resolve(best), ev, ctx, opened, best_sim, vec, words)
 
@@ -251,128 +219,23 @@ class RecurringIncidentDetector(FeedbackMixin):
         tid = ev.ticket_id
         self._store.touch(g)
         m = Member(t=opened)
+        update_member(None, m, ev, self._targets)
         g.add_member(tid, m, self._targets)
-        update_member(g, m, ev, self._targets)
         self._store.remember(tid, g.gid, self._now)
-        g.count += 1
-        g.sim_sum += sim
-        for i, (a, b) in enumerate(zip(ctx, g.rep, strict=True)):
-            if a and a == b:
-                g.matches[i] += 1
-        if vec:
-            _text.add_to_centroid(g.centroid, vec, 64)
-            _text.add_terms(g.terms, words, 32)
-        g.add_time(opened)
+        g.absorb(ctx, sim, vec, words, opened)
         if len(g.members) > self._max_members:
             # fold the oldest out; its id stays in the store so its later events are not new incidents
             g.remove_member(next(iter(g.members)), self._targets)
-        n = self._window_count(g)
-        g.peak = max(g.peak, n)
-        if g.in_episode:
-            self._link(g, tid, m)
-            self._dirty[g.gid] = None
-            return
-        g.pending.append(tid)
-        if g.status in ("rejected", "resolved"):
-            if self.rule.materially_changed(n, g.decision_count):
-                g.status = ProblemStatus.CANDIDATE.value
-                self._begin_episode(g)
-        elif (n >= self.rule.min_count and self._rates.watched(self._now) >= self._warmup
-              and self.rule.is_unusual(n, self._expected(g))):  # fmt: skip
-            g.status = g.status or ProblemStatus.CANDIDATE.value
-            self._begin_episode(g)
-        if not g.in_episode:
-            self._prune_pending(g)
-
-    def _window_count(self, g: Group) -> int:
-        """The group's incidents in the window; those that just left it feed its background rate."""
-        for t in g.prune(self._now - self._window):
-            self._rates.add(g.sig, t)
-        return len(g.times)
-
-    def _expected(self, g: Group, in_window: int = -1) -> float:
-        """What the group's window usually holds: its signature's history, and at least what a
-        group of its service usually reaches (a busy service's new signature is not news)."""
-        usual = self._baseline.get(g.rep[0])
-        g.expected = max(self._rates.expected(g.sig, self._now, usual, in_window), usual)
-        if in_window < 0 and g.level:  # after an episode, its level is the bar (no flapping)
-            g.expected = max(g.expected, g.level * math.exp((g.level_at - self._now) / self._rates.tau))
-        return g.expected
-
-    def _prune_pending(self, g: Group) -> None:
-        """Forget unlinked members past the window: they will never be linked, keep no signals."""
-        cutoff, k = self._now - self._window, 0
-        for k, tid in enumerate(g.pending):  # noqa: B007 (k is used after the loop)
-            m = g.members.get(tid)
-            if m is not None and m.t >= cutoff:
-                break
-            g.remove_member(tid, self._targets)
-        else:
-            k = len(g.pending)
-        if k:
-            del g.pending[:k]
-
-    def _begin_episode(self, g: Group) -> None:
-        if g.in_episode:
-            return
-        g.in_episode, g.episode_start = True, self._now
-        g.episode += 1
-        g.raised_at = g.raised_at or self._now
-        self._episodes[g.gid] = None
-        for tid in g.pending:
-            m = g.members.get(tid)
-            if m is not None:
-                self._link(g, tid, m)
-        g.pending = []
-        self._dirty[g.gid] = None
-
-    def _end_episode(self, g: Group) -> None:
-        if g.in_episode:
-            g.level, g.level_at = g.expected, self._now
-            g.in_episode = False
-            g.episodes = [*g.episodes[-7:], (g.episode_start, self._now, g.linked)]
-            self._dirty[g.gid] = None
-        self._episodes.pop(g.gid, None)
-
-    def _link(self, g: Group, ticket_id: str, m: Member) -> None:
-        if not m.linked_at:
-            m.linked_at = max(self._now, m.t)
-        g.linked += 1
-        if self._record_links:
-            self._links.append((ticket_id, g.gid, m.linked_at))
-
-    def _count_df(self, vec: dict[int, float]) -> None:
-        for h in vec:
-            self._df[h] = self._df.get(h, 0) + 1
-        if len(self._df) > 200_000:  # bounded: halve the counts, forget the rare ones
-            self._df = {h: n // 2 for h, n in self._df.items() if n > 1}
+        self._judge(g, ev.ticket_id, m)
 
     # ------------------------------------------------------------------ state
     def _sweep(self) -> None:
         """Expire idle groups, end episodes back at baseline, learn service baselines from live groups."""
         self._store.expire(self._now, self._window, self._memory, self._on_leave, self._on_drop)
-        for gid in list(self._episodes):
-            g = self._store.get(gid)
-            if g is None or not self.rule.still_elevated(n := self._window_count(g), self._expected(g, n)):
-                self._end_episode(g) if g is not None else self._episodes.pop(gid)
-        if self._now >= self._next_live:  # once a window, so long-lived groups do not dominate
-            for g in self._store.active.values():
-                if not g.in_episode and g.created <= self._now - self._window:
-                    self._baseline.observe(g.rep[0], self._window_count(g))
-            self._next_live = self._now + self._window
+        self._sweep_episodes()
         self._changes.expire(self._now)
         self._alerts.expire(self._now)
         self._next_sweep = self._now + self._window / 48
-
-    def _on_leave(self, g: Group) -> None:
-        for t in g.times:
-            self._rates.add(g.sig, t)
-
-    def _on_drop(self, g: Group) -> None:
-        if not g.status:
-            self._baseline.observe(g.rep[0], g.peak)
-        self._dirty.pop(g.gid, None)
-        self._episodes.pop(g.gid, None)
 
     @property
     def active_groups(self) -> int:
@@ -411,7 +274,7 @@ class RecurringIncidentDetector(FeedbackMixin):
     def snapshot(self) -> bytes:
         """The whole state as msgpack bytes (restore with :meth:`from_snapshot`)."""
         s = self._store
-        return msgspec.msgpack.encode(_Snapshot(
+        return msgspec.msgpack.encode(DetectorState(
             params=self.params, active=list(s.active.values()), retained=list(s.retained.values()),
             baseline=self._baseline, rates=self._rates, changes=self._changes, alerts=self._alerts, df=self._df,
             by_key=s.by_key, tickets=s.tickets, ticket_times=list(s.ticket_times), now=self._now,
@@ -421,7 +284,7 @@ class RecurringIncidentDetector(FeedbackMixin):
     @classmethod
     def from_snapshot(cls, data: bytes) -> RecurringIncidentDetector:
         """A detector in exactly the state :meth:`snapshot` captured (validated while decoding)."""
-        snap = msgspec.msgpack.decode(data, type=_Snapshot)
+        snap = msgspec.msgpack.decode(data, type=DetectorState)
         det = cls(**snap.params)
         det._store.restore(snap.active, snap.retained, snap.by_key, snap.tickets, snap.ticket_times)
         det._episodes = {g.gid: None for g in (*snap.active, *snap.retained) if g.in_episode}

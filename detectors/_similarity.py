@@ -81,15 +81,21 @@ def field_similarity(x: tuple[str, ...], rep: tuple[str, ...], weights: tuple[fl
 
     ``weight compared`` is the denominator; it lets the caller blend in the text similarity.
     """
-    num = den = 0.0
     # a service that is just the category on both sides (the ServiceNow adapter's default) carries
     # no signal of its own: counting it would let category agreement weigh double
-    skip_service = x[0] == x[2] and rep[0] == rep[2]
-    for i, (w, a, b) in enumerate(zip(weights, x, rep, strict=True)):
-        if (a or b) and not (i == 0 and skip_service):
-            den += w
-            if a == b:
+    num = den = 0.0
+    a, b = x[0], rep[0]
+    if (a or b) and not (a == x[2] and b == rep[2]):
+        den = weights[0]
+        num = den if a == b else 0.0
+    # hot loop (called for every candidate group): unrolled zip, no strict check
+    for w, a, b in zip(weights[1:], x[1:], rep[1:]):  # noqa: B905 (same length: FIELDS)
+        if a == b:
+            if a:
+                den += w
                 num += w
+        elif a or b:
+            den += w
     return (num / den if den else 0.0), den
 
 

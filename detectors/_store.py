@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+import msgspec
+
+from . import _text
+from ._evidence import ContextIndex
 from ._group import Group
+from ._raise_rule import BackgroundRates, ServiceBaseline
+from ._similarity import blend, field_similarity
 
 
 class GroupStore:
@@ -42,6 +49,29 @@ class GroupStore:
                 return g
             g = target
         return g
+
+    def best_match(self, ctx: tuple[str, ...], keys: list[str], vec: dict[int, float],
+                   weights: tuple[float, ...], text_weight: float) -> tuple[Group | None, float]:  # fmt: skip
+        """The most similar group sharing a blocking key with the incident, and its similarity."""
+        exact = None if vec else self.exact.get(ctx)
+        if exact is not None and (g := self.get(exact)) is not None:
+            return g, 1.0  # same context, no text: nothing can score higher
+        best: Group | None = None
+        best_sim = 0.0
+        seen: set[str] = set()
+        for key in keys:
+            for cand in self.by_key.get(key, ()):
+                if cand in seen:
+                    continue
+                seen.add(cand)
+                g = self.get(cand)
+                if g is None:
+                    continue
+                fs, fw = field_similarity(ctx, g.rep, weights)
+                sim = blend(fs, fw, _text.cosine(vec, g.centroid), text_weight) if vec and g.centroid else fs
+                if sim > best_sim:
+                    best, best_sim = g, sim
+        return best, best_sim
 
     def index(self, g: Group) -> None:
         """Add a new group as the newest active one, findable by its keys and its exact context."""
@@ -116,3 +146,23 @@ class GroupStore:
             if g.keys:
                 self.exact[g.rep] = g.gid
         self.by_key, self.tickets, self.ticket_times = by_key, tickets, deque(ticket_times)
+
+
+class DetectorState(msgspec.Struct):
+    """Everything a :class:`~detectors.RecurringIncidentDetector` snapshot holds (msgpack)."""
+
+    params: dict[str, Any]
+    active: list[Group]
+    retained: list[Group]
+    baseline: ServiceBaseline
+    rates: BackgroundRates
+    changes: ContextIndex
+    alerts: ContextIndex
+    df: dict[int, int]
+    by_key: dict[str, list[str]]
+    tickets: dict[str, str]
+    ticket_times: list[tuple[float, str]]
+    now: float
+    next_sweep: float
+    next_live: float
+    dirty: list[str]

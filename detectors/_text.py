@@ -113,3 +113,13 @@ def add_terms(counter: dict[str, int], words: list[str], max_terms: int) -> None
 def rare_keys(vec: dict[int, float], df: dict[int, int], k: int = 3) -> list[int]:
     """The ``k`` unigram/bigram hashes of ``vec`` seen in the fewest documents (blocking keys)."""
     return sorted(vec, key=lambda h: (df.get(h, 0), h))[:k]
+
+
+def count_df(df: dict[int, int], vec: dict[int, float], max_terms: int = 200_000) -> dict[int, int]:
+    """Count ``vec``'s terms as seen in one more document; bounded: beyond ``max_terms`` the counts
+    are halved and the rarest forgotten (returns the dict to keep, maybe a new one)."""
+    for h in vec:
+        df[h] = df.get(h, 0) + 1
+    if len(df) > max_terms:
+        df = {h: n // 2 for h, n in df.items() if n > 1}
+    return df

@@ -19,11 +19,14 @@ from faust.streams import Stream
 from faust.types import TP
 
 from detectors import RecurringIncidentDetector
+from opsintel.impact import ImpactModel
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
 from streams.detection import PartitionedDetector
 from streams.handlers import StreamHandlers
+from streams.impact_stage import ImpactStage
 from streams.metrics import WorkerMetrics
+from streams.monitor import BatchMonitor
 from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, RawMessage
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = faust.App(
         settings.consumer_group,
+        monitor=BatchMonitor(),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_max_poll_records=settings.batch_size,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=max(4 * settings.batch_size, 4096),
         producer_acks=-1,
         web_host=settings.web_host,
@@ -99,7 +104,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     topics = {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
-        for name in ("tickets", "monitoring", "changes", "deadletter", "feedback", "problems")
+        for name in ("tickets", "monitoring", "changes", "deadletter", "feedback", "problems", "anomalies")
     }
     by_name = {t.get_topic_name(): t for t in topics.values()}
 
@@ -108,7 +113,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     recurring = PartitionedDetector("recurring", RecurringIncidentDetector,
                                     RecurringIncidentDetector.from_snapshot, state.writer)
-    handlers = StreamHandlers(settings, state.writer, recurring, send)
+    impact = ImpactStage(ImpactModel.from_settings(settings), state.writer)
+    handlers = StreamHandlers(settings, state.writer, [recurring], send, impact)
     state.recurring = recurring
 
     async def batches(stream: faust.StreamT,

@@ -119,10 +119,18 @@ class PartitionedDetector:
         entry.positions[msg.topic] = msg.offset + 1
         entry.dirty = True
         entry.changes += 1
-        if not applied:
-            log.warning("%s: feedback for unknown problem %s on partition %d", self.name, feedback.problem_id,
-                        msg.partition)
+        if not applied:  # another stage may own it (recurring vs trend problems)
+            log.debug("%s: no problem %s on partition %d", self.name, feedback.problem_id, msg.partition)
         return entry.detector.pop_updates()
+
+    def pop_anomalies(self) -> list[Any]:
+        """Anomaly rows of detectors that produce them (``pop_anomalies``), from every partition."""
+        out: list[Any] = []
+        for _, entry in sorted(self._partitions.items()):
+            pop = getattr(entry.detector, "pop_anomalies", None)
+            if pop is not None:
+                out.extend(pop())
+        return out
 
     async def checkpoint(self) -> int:
         """Write the snapshot of every partition that changed since the last checkpoint."""

@@ -20,6 +20,7 @@ from opsintel.problems import ProblemRecord, decode_feedback, encode_problem
 from opsintel.settings import Settings
 from sinks.deadletter import DeadLetter
 from streams.detection import PartitionedDetector
+from streams.impact_stage import ImpactStage
 from streams.pipeline import BatchWriter, EventKind, RawMessage
 
 log = logging.getLogger(__name__)
@@ -29,19 +30,25 @@ Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[A
 
 
 class StreamHandlers:
-    def __init__(self, settings: Settings, writer: BatchWriter, recurring: PartitionedDetector, send: Send) -> None:
+    def __init__(self, settings: Settings, writer: BatchWriter, stages: Sequence[PartitionedDetector],
+                 send: Send, impact: ImpactStage | None = None) -> None:
         self.settings = settings
         self.writer = writer
-        self.recurring = recurring
+        self.stages = list(stages)
         self.send = send
+        self.impact = impact
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage]) -> None:
         """Tickets, changes, alerts: store, detect, checkpoint, dead-letter."""
         done = await self.writer.process(kind, messages)
         if done.events:
-            records = await self.recurring.learn(done.events, done.messages)
-            await self.publish(records)
-            await self.recurring.checkpoint()
+            if self.impact is not None:
+                await self.impact.process(done.events)
+            for stage in self.stages:
+                await self.publish(await stage.learn(done.events, done.messages))
+                await self.publish_anomalies(stage.pop_anomalies())
+            for stage in self.stages:
+                await stage.checkpoint()
         await self.send_dead_letters(done.dead_letters)
 
     async def feedback(self, messages: Sequence[RawMessage]) -> None:
@@ -55,8 +62,10 @@ class StreamHandlers:
                 dead.append(DeadLetter.for_record(msg.value or b"", reason=f"{code}: {e}", origin=msg.origin,
                                                   origin_topic=msg.topic))
                 continue
-            await self.publish(await self.recurring.apply_feedback(fb, msg))
-        await self.recurring.checkpoint()
+            for stage in self.stages:
+                await self.publish(await stage.apply_feedback(fb, msg))
+        for stage in self.stages:
+            await stage.checkpoint()
         for dl in dead:
             self.writer.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
         await self.send_dead_letters(dead)
@@ -73,6 +82,16 @@ class StreamHandlers:
         self.writer.metrics.written.labels("problems").inc(len(records))
         topic = self.settings.topic("problems")
         pending = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
+        await asyncio.gather(*pending)
+
+    async def publish_anomalies(self, rows: Sequence[Any]) -> None:
+        """Anomaly rows to ClickHouse (deterministic ids: replays fold) and to the anomalies topic."""
+        if not rows:
+            return
+        await self.writer.retrying("anomalies", self.writer.store.insert_anomalies, list(rows))
+        self.writer.metrics.written.labels("anomalies").inc(len(rows))
+        topic = self.settings.topic("anomalies")
+        pending = [await self.send(topic, r.service.encode(), msgspec.json.encode(r), None) for r in rows]
         await asyncio.gather(*pending)
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:

@@ -29,6 +29,9 @@ def boards() -> dict[str, dict[str, Any]]:
     return {name: json.loads(to_json(b)) for name, b in build_all().items()}
 
 
+#: panels whose honest value on the demo is zero: the log's channels are Phone / Email only,
+#: and no problem manager has rejected anything
+ZERO_ON_THE_DEMO = {"Self-service share", "Rejected (false positives)"}
 QUERIES = [(name, title, sql) for name, board in boards().items() for title, sql in clickhouse_queries(board)]
 
 
@@ -36,7 +39,7 @@ QUERIES = [(name, title, sql) for name, board in boards().items() for title, sql
 def demo_store() -> Iterator[Any]:
     """The demo slice replayed offline through the worker's pure code into an embedded store:
     ticket events, impact rows, problems from the recurring detector, anomalies from the seasonal one."""
-    from detectors import RecurringIncidentDetector, SeasonalAnomalyDetector
+    from detectors import SeasonalAnomalyDetector
     from opsintel.catalog import Catalog
     from opsintel.events import TicketEvent
     from opsintel.impact import ImpactModel
@@ -53,9 +56,7 @@ def demo_store() -> Iterator[Any]:
             batch = events[i:i + 5000]
             store.insert_ticket_events(batch, [0] * len(batch), list(range(i, i + len(batch))))
             store.insert_incident_impact(model.rows_for(batch))
-        detector = RecurringIncidentDetector()
-        detector.learn_many(events)
-        store.insert_problems(detector.pop_updates(), source="servicenow")
+        store.insert_problems(_problems(events), source="servicenow")
         store.insert_anomalies(_anomalies(events, SeasonalAnomalyDetector))
         store.client().command("USE opsintel")  # the Grafana datasource's defaultDatabase
         yield store
@@ -90,6 +91,36 @@ def _anomalies(events: list[Any], detector_cls: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _problems(events: list[Any]) -> list[Any]:
+    """Problem records over the demo's most repeated (category, symptom) groups, shaped like the
+    recurring detector's output. A fixture: the dashboards test reads the table, not the detector
+    (whose raise rule is tuned and tested in tests/test_recurring_detector.py)."""
+    from collections import defaultdict
+
+    from opsintel.problems import Evidence, KnowledgeSuggestion, ProblemRecord, ProblemStatus
+
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for e in events:
+        if e.kind == "created" and e.symptom:
+            groups[(e.category, e.symptom)].append(e)
+    top = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:6]
+    statuses = [ProblemStatus.CANDIDATE, ProblemStatus.OPEN, ProblemStatus.CONFIRMED, ProblemStatus.REJECTED,
+                ProblemStatus.CANDIDATE, ProblemStatus.RESOLVED]
+    out = []
+    for i, ((category, symptom), evs) in enumerate(top):
+        first, third = evs[0].event_time, evs[min(2, len(evs) - 1)].event_time
+        out.append(ProblemRecord(
+            problem_id=f"PRB-demo-{i}", kind="recurring", version=1, status=statuses[i],
+            title=f"{len(evs)} incidents: {category} / {symptom}", first_seen=first, last_seen=evs[-1].event_time,
+            raised_at=third, updated_at=evs[-1].event_time, source="servicenow", service=evs[0].service,
+            category=category, incident_ids=[e.ticket_id for e in evs], incident_count=len(evs),
+            why=Evidence(shared_attributes={"category": category, "symptom": symptom}, similarity=0.9,
+                         count_in_window=3, rule="3 similar incidents within 168 h"),
+            suggested_knowledge=KnowledgeSuggestion(article=f"KB{1000 + i}", used_by=len(evs) // 2, share=0.5),
+        ))  # fmt: skip
+    return out
+
+
 def _variables(store: Any) -> dict[str, list[str]]:
     return {
         "service": [r[0] for r in store.query("SELECT DISTINCT service FROM {db}.incident_impact")],
@@ -104,7 +135,8 @@ def test_every_clickhouse_query_returns_rows_on_the_demo_data(demo_store: Any, b
     assert "$" not in expanded, f"unexpanded macro or variable in {title}: {expanded}"
     rows = demo_store.client().query(expanded).result_rows
     assert rows, f"{board} / {title}: no rows"
-    assert any(v not in (None, 0, 0.0, "") for row in rows for v in row), f"{board} / {title}: only empty values"
+    if title not in ZERO_ON_THE_DEMO:
+        assert any(v not in (None, 0, 0.0, "") for row in rows for v in row), f"{board} / {title}: only empty values"
 
 
 def test_a_narrow_variable_selection_filters(demo_store: Any) -> None:
@@ -162,9 +194,9 @@ def test_dashboard_shape() -> None:
 
 
 def test_prometheus_panels_use_the_worker_metrics_and_a_datasource_variable() -> None:
-    from streams.metrics import Metrics
+    from streams.metrics import WorkerMetrics
 
-    known = {m.name for m in Metrics().registry.collect()}
+    known = {m.name for m in WorkerMetrics().registry.collect()}
     board = boards()["pipeline-health.json"]
     assert board["templating"]["list"][0]["type"] == "datasource"
     for panel in board["panels"]:

@@ -27,6 +27,18 @@ def incident(n: int, hours: float, *, kind: str = "created", **fields: object) -
     )  # fmt: skip
 
 
+def watched(det: RecurringIncidentDetector | None = None, **fields: object) -> RecurringIncidentDetector:
+    """A detector that saw the signature once, ten weeks ago: the signature is rare, and watched.
+
+    The raise rule judges a signature against its own history and only after watching it for
+    two windows (a fresh detector raises nothing: every busy signature would look new), so
+    tests of what happens *after* a raise start from here.
+    """
+    det = det or RecurringIncidentDetector()
+    det.learn_one(incident(9000 + len(fields), -24 * 70, **fields))
+    return det
+
+
 def replay(det: RecurringIncidentDetector, events: list) -> dict[str, object]:
     latest = {}
     for ev in events:
@@ -43,8 +55,9 @@ def real_slice(name: str, fmt: str) -> list:
 
 def test_servicenow_slice_counts_each_incident_once() -> None:
     events = real_slice("servicenow_incident_event_log.csv.gz", "servicenow-csv")
-    det = RecurringIncidentDetector(min_count=2, record_links=True)
+    det = RecurringIncidentDetector(min_count=2, record_links=True, warmup_hours=0, alpha=1.0)
     latest = replay(det, events)
+    assert latest  # else the assertions below hold vacuously
     tickets = {e.ticket_id for e in events}
     assert len(events) > len(tickets)  # many lifecycle rows per incident
     linked = [i for rec in latest.values() for i in rec.incident_ids]
@@ -55,7 +68,9 @@ def test_servicenow_slice_counts_each_incident_once() -> None:
 
 def test_bpi_slice_text_free_groups_by_ci_and_suggests_knowledge() -> None:
     events = real_slice("bpic2014_Detail_Incident.csv.gz", "bpic2014-incident")
-    det = RecurringIncidentDetector(window_hours=24 * 365 * 3, min_count=2)
+    # the slice is too short for any history: no warm-up and no chance test (the raise rule is
+    # not what this test is about)
+    det = RecurringIncidentDetector(window_hours=24 * 365 * 3, min_count=2, warmup_hours=0, alpha=1.0)
     latest = replay(det, events)
     assert latest, "a multi-year window over the slice must raise something"
     for rec in latest.values():
@@ -65,7 +80,7 @@ def test_bpi_slice_text_free_groups_by_ci_and_suggests_knowledge() -> None:
 
 
 def test_same_group_keeps_its_id_and_versions_grow() -> None:
-    det = RecurringIncidentDetector()
+    det = watched()
     versions = []
     for n in range(6):
         det.learn_one(incident(n, n))
@@ -76,7 +91,7 @@ def test_same_group_keeps_its_id_and_versions_grow() -> None:
 
 
 def test_below_raise_rule_nothing_is_raised_and_dissimilar_incidents_do_not_group() -> None:
-    det = RecurringIncidentDetector()
+    det = watched(watched(), symptom="Symptom 9", subcategory="Subcategory 1")
     replay(det, [incident(1, 0), incident(2, 1)])
     assert det.pop_updates() == []
     latest = replay(det, [incident(3, 2, symptom="Symptom 9", subcategory="Subcategory 1")])
@@ -84,7 +99,7 @@ def test_below_raise_rule_nothing_is_raised_and_dissimilar_incidents_do_not_grou
 
 
 def test_lifecycle_events_update_signals_not_counts() -> None:
-    det = RecurringIncidentDetector()
+    det = watched()
     latest = replay(det, [incident(n, n) for n in range(3)])
     [rec] = latest.values()
     resolved = incident(0, 5, kind="resolved", reassignment_count=4, reopen_count=1, sla_made=True,
@@ -100,7 +115,7 @@ def test_lifecycle_events_update_signals_not_counts() -> None:
 
 
 def test_suspect_change_and_monitoring_lead() -> None:
-    det = RecurringIncidentDetector()
+    det = watched(ci="srv-7")
     change = ChangeEvent(event_id="c1", source="test", change_id="CHG0000404", ci="srv-7",
                          event_time=T0 - timedelta(hours=6), actual_start=T0 - timedelta(hours=6))  # fmt: skip
     alert = MonitoringEvent(event_id="a1", source="test", status="firing", fingerprint="fp1",  # type: ignore[arg-type]
@@ -115,12 +130,14 @@ def test_suspect_change_and_monitoring_lead() -> None:
 
 def test_snapshot_restore_continues_identically() -> None:
     events = [incident(n, n * 5) for n in range(8)] + [incident(100 + n, 40 + n, symptom="Symptom 9") for n in range(4)]
+    history = [incident(9000, -24 * 70), incident(9001, -24 * 70, symptom="Symptom 9")]
+    events = history + events
     straight = RecurringIncidentDetector()
     expected = replay(straight, events)
     first = RecurringIncidentDetector()
-    replay(first, events[:5])
+    replay(first, events[:7])
     restored = RecurringIncidentDetector.from_snapshot(first.snapshot())
-    got = replay(restored, events[5:])
+    got = replay(restored, events[7:])
     assert {p: (r.version, r.incident_ids) for p, r in got.items()} == {
         p: (r.version, r.incident_ids) for p, r in expected.items() if p in got
     }
@@ -128,7 +145,7 @@ def test_snapshot_restore_continues_identically() -> None:
 
 
 def test_reject_is_respected_until_material_change() -> None:
-    det = RecurringIncidentDetector()
+    det = watched()
     [rec] = replay(det, [incident(n, n) for n in range(3)]).values()
     assert det.apply_feedback(Feedback(problem_id=rec.problem_id, action="reject"))  # type: ignore[arg-type]
     [rejected] = det.pop_updates()
@@ -139,7 +156,7 @@ def test_reject_is_respected_until_material_change() -> None:
 
 
 def test_merge_and_split() -> None:
-    det = RecurringIncidentDetector()
+    det = watched(watched(), symptom="Symptom 9", subcategory="Subcategory 1")
     a = replay(det, [incident(n, n) for n in range(3)])
     b = replay(det, [incident(10 + n, 3 + n, symptom="Symptom 9", subcategory="Subcategory 1") for n in range(3)])
     [pa], [pb] = list(a), list(b)
@@ -158,7 +175,7 @@ def test_merge_and_split() -> None:
     assert sorted(new.incident_ids) == out and new.status is ProblemStatus.OPEN
     # later events of split incidents stay with the new problem
     replay(det, [incident(10, 9, kind="resolved", resolved_at=T0 + timedelta(hours=9))])
-    assert det._tickets["INC0010"] == new.problem_id
+    assert det._store.tickets["INC0010"] == new.problem_id
 
 
 def test_groups_expire_with_the_window_and_memory_stays_bounded() -> None:
@@ -166,11 +183,11 @@ def test_groups_expire_with_the_window_and_memory_stays_bounded() -> None:
     for n in range(2000):  # one unrelated incident every hour: each seeds its own group
         det.learn_one(incident(n, n, symptom=f"Symptom {n}", subcategory=f"Sub {n}", location=""))
     assert det.active_groups <= 26
-    assert len(det._tickets) <= 3 * 24 + 2
+    assert len(det._store.tickets) <= 3 * 24 + 2
 
 
 def test_free_text_groups_masked_variants() -> None:
-    det = RecurringIncidentDetector()
+    det = watched()  # text-only groups are judged from the detector's start
     texts = ["Disk full on db-07.corp.example /var/lib/pg 97%", "disk full on db-12.corp.example /data 99%",
              "Disk FULL on db-3.corp.example /srv 91%"]  # fmt: skip
     events = [incident(n, n, service="", category="", subcategory="", symptom="", location="", description=t)
@@ -182,5 +199,39 @@ def test_free_text_groups_masked_variants() -> None:
 
 
 def test_record_json_roundtrip() -> None:
-    [rec] = replay(RecurringIncidentDetector(), [incident(n, n) for n in range(3)]).values()
+    [rec] = replay(watched(), [incident(n, n) for n in range(3)]).values()
     assert decode_problem(encode_problem(rec)) == rec
+
+
+def test_fresh_detector_does_not_raise_what_it_has_not_watched() -> None:
+    # the old rule raised busy groups before any baseline existed, and they stayed raised
+    det = RecurringIncidentDetector()
+    assert replay(det, [incident(n, n) for n in range(12)]) == {}
+
+
+def test_a_busy_signature_is_routine_not_a_problem() -> None:
+    # 20 similar incidents every week since it was first seen, then a week with 40: a workload
+    det = RecurringIncidentDetector()
+    events = [incident(n, n * 168 / 20) for n in range(200)]
+    events += [incident(200 + n, 1680 + n * 168 / 40) for n in range(40)]
+    assert replay(det, events) == {}
+
+
+def test_episodes_link_bursts_not_the_quiet_stretch_between() -> None:
+    det = watched(RecurringIncidentDetector(record_links=True))
+    [first] = replay(det, [incident(n, n) for n in range(4)]).values()
+    assert first.details["episode"] == 1 and first.incident_count == 4
+    # three weeks later, single stray incidents a week apart: the episode has ended, none is linked
+    strays = [incident(10 + n, 24 * 21 + n * 24 * 8) for n in range(3)]
+    quiet = replay(det, strays)
+    assert all(not r.details["episode_open"] for r in quiet.values())
+    assert all(r.incident_count == 4 for r in quiet.values())
+    # a new burst of the same signature: the same problem, a second episode, only the burst linked
+    t = 24 * 21 + 24 * 8 * 3 + 24 * 9
+    [again] = replay(det, [incident(20 + n, t + n) for n in range(6)]).values()
+    assert again.problem_id == first.problem_id and again.version > first.version
+    assert again.details["episode"] == 2 and again.details["closed_episodes"]
+    assert again.incident_count == 10
+    assert not {"INC0010", "INC0011", "INC0012"} & set(again.incident_ids)
+    linked = {i for i, _, _ in det.pop_links()}
+    assert not {"INC0010", "INC0011", "INC0012"} & linked

@@ -12,6 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from opsintel.catalog._hours import WEEKDAYS, BusinessHours
 
 Criticality = Literal["critical", "high", "medium", "low"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WORKWEEK: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
 
 #: ticket fields a rule may match on (string fields of :class:`opsintel.events.TicketEvent`)
 MATCHABLE_FIELDS = frozenset({
@@ -69,9 +71,7 @@ class SlaTarget(_Strict):
 
 class CalendarSpec(_Strict):
     timezone: str = "UTC"
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"]
-    )
+    days: list[Weekday] = Field(default_factory=lambda: list(_WORKWEEK))
     start: time = time(8)
     end: time = time(18)
     holidays: list[date] = Field(default_factory=list)
@@ -148,7 +148,7 @@ class CatalogSpec(_Strict):
     rules: list[RuleSpec] = Field(default_factory=list)
     default_service: ServiceSpec = ServiceSpec(
         id="unmapped", name="Unmapped (no catalogue rule)", business_unit="Unassigned", users=10,
-        cost_per_user_hour=50.0,
+        business_hours="24x7", cost_per_user_hour=50.0, revenue_per_hour=0.0,
     )
 
     @field_validator("impact_share")

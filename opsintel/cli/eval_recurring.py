@@ -49,7 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-hours", type=float, default=168.0, help="sliding window (default one week)")
     p.add_argument("--threshold", type=float, default=0.7, help="similarity to join a group")
     p.add_argument("--min-count", type=int, default=3, help="incidents in window to raise")
-    p.add_argument("--baseline-factor", type=float, default=2.0, help="x the service baseline to raise")
+    p.add_argument("--baseline-factor", type=float, default=2.0, help="x the expected count to raise")
+    p.add_argument("--alpha", type=float, default=0.001, help="chance a raised burst may have (default 0.001)")
+    p.add_argument(
+        "--max-expected",
+        type=float,
+        default=10.0,
+        help="signatures usually busier than this per window are never raised (default 10)",
+    )
+    p.add_argument(
+        "--warmup-hours",
+        type=float,
+        default=None,
+        help="watch a signature this long before raising it (default two windows)",
+    )
     p.add_argument("--emit-every", type=int, default=1000, help="collect record updates every N events")
     p.set_defaults(func=run)
 
@@ -99,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         det = RecurringIncidentDetector(
             window_hours=args.window_hours, similarity_threshold=args.threshold, min_count=args.min_count,
-            baseline_factor=args.baseline_factor, record_links=True,
+            baseline_factor=args.baseline_factor, alpha=args.alpha, max_expected=args.max_expected,
+            warmup_hours=args.warmup_hours, record_links=True,
         )  # fmt: skip
     except ValueError as e:
         raise CommandError(str(e)) from e

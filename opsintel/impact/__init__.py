@@ -93,8 +93,18 @@ class ImpactModel:
     def state(self, source: str, ticket_id: str) -> IncidentState | None:
         return self._states.get((source, ticket_id))
 
+    def restore(self, events: Iterable[TicketEvent]) -> None:
+        """Fold earlier events (e.g. a ticket's history read back after a restart) without
+        computing rows; idempotent, so events the model already holds change nothing."""
+        self._fold(events)
+
     def rows_for(self, events: Iterable[TicketEvent]) -> list[ImpactRow]:
         """Fold ``events`` into their tickets' states; one row per ticket the batch touched."""
+        touched = self._fold(events)
+        catalog = self.catalog
+        return [impact_row(self._states[k], catalog) for k in touched if k in self._states]
+
+    def _fold(self, events: Iterable[TicketEvent]) -> dict[tuple[str, str], None]:
         touched: dict[tuple[str, str], None] = {}
         for ev in events:
             key = (ev.source, ev.ticket_id)
@@ -103,5 +113,4 @@ class ImpactModel:
             touched[key] = None
         while len(self._states) > self.max_tickets:
             self._states.popitem(last=False)
-        catalog = self.catalog
-        return [impact_row(self._states[k], catalog) for k in touched if k in self._states]
+        return touched

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
@@ -198,7 +199,8 @@ class ClickHouseStore(AnalyticsWrites):
             raise
         except Exception as e:
             raise _classify(e, self._password) from e
-        return [tuple(r) for r in result.result_rows]
+        # every timestamp we store is UTC; the client returns some (Nullable) ones naive: make all aware
+        return [tuple(_utc(v) for v in r) for r in result.result_rows]
 
     def _command(self, sql: str) -> None:
         try:
@@ -217,6 +219,12 @@ class ClickHouseStore(AnalyticsWrites):
             rows = self.query(f"SELECT count() FROM {{db}}.{quote_identifier(name)} FINAL")  # noqa: S608
             out[name] = int(rows[0][0])
         return out
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def _clean(text: str, secret: str) -> str:
