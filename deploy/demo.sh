@@ -7,4 +7,5 @@ cd "$root"
 deploy/setup.sh --no-test-tools
 deploy/kafka.sh start
 export OPSINTEL_DATA_DIR="${OPSINTEL_DATA_DIR:-$root/var}"
+export OPSINTEL_SERVICE_CATALOG="${OPSINTEL_SERVICE_CATALOG:-$root/deploy/catalog/services.example.yaml}"
 exec .venv/bin/opsintel demo "$@"

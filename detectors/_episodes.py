@@ -51,7 +51,7 @@ class EpisodeMixin:
               and self.rule.is_unusual(n, self._expected(g))):  # fmt: skip
             g.status = g.status or ProblemStatus.CANDIDATE.value
             self._begin_episode(g)
-        if not g.in_episode:
+        if not g.in_episode and (m0 := g.members.get(g.pending[0])) is not None and m0.t < self._now - self._window:
             self._prune_pending(g)
 
     def _window_count(self, g: Group) -> int:
@@ -104,8 +104,9 @@ class EpisodeMixin:
         self._episodes.pop(g.gid, None)
 
     def _link(self, g: Group, ticket_id: str, m: Member) -> None:
-        if not m.linked_at:
+        if not m.linked_at:  # (a member moved in already linked was counted in by ``add_member``)
             m.linked_at = max(self._now, m.t)
+            g.count_in(m, self._targets)
         g.linked += 1
         if self._record_links:
             self._links.append((ticket_id, g.gid, m.linked_at))

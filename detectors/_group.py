@@ -137,14 +137,20 @@ class Group(msgspec.Struct, kw_only=True):
             self.sums = [s + n for s, n in zip(self.sums, new, strict=True)]
 
     def add_member(self, ticket_id: str, m: Member, targets: dict[int, float]) -> None:
+        """Track ``m``; its signals count towards the group's only once it is linked (``linked_at``)."""
         self.members[ticket_id] = m
+        if m.linked_at:
+            self.count_in(m, targets)
+
+    def count_in(self, m: Member, targets: dict[int, float]) -> None:
+        """Add a linked member's signals, knowledge article and named change to the group's."""
         self.apply(None, contribution(m, targets))
         _bump(self.km, m.km, 1)
         _bump(self.named_changes, m.change, 1)
 
     def remove_member(self, ticket_id: str, targets: dict[int, float]) -> Member | None:
         m = self.members.pop(ticket_id, None)
-        if m is not None:
+        if m is not None and m.linked_at:
             self.apply(contribution(m, targets), None)
             _bump(self.km, m.km, -1)
             _bump(self.named_changes, m.change, -1)

@@ -57,10 +57,11 @@ from collections.abc import Iterator
 import msgspec
 
 
-def nbinom_sf(n: int, mu: float, k: float) -> float:
+def nbinom_sf(n: int, mu: float, k: float, stop_above: float = 1.0) -> float:
     """``P(N >= n)`` for a negative binomial with mean ``mu`` and shape ``k`` (variance ``mu + mu**2 / k``).
 
-    Summed over the upper tail, so tiny tails stay exact; ``k = inf`` is the Poisson.
+    Summed over the upper tail, so tiny tails stay exact; ``k = inf`` is the Poisson. The sum
+    stops once it exceeds ``stop_above`` (the caller only asks whether the tail is below it).
 
     >>> round(nbinom_sf(3, 0.5, math.inf), 4), round(nbinom_sf(3, 0.5, 6.0), 4), nbinom_sf(0, 2.0, 6.0)
     (0.0144, 0.019, 1.0)
@@ -77,7 +78,7 @@ def nbinom_sf(n: int, mu: float, k: float) -> float:
     total = 0.0
     for term in _pmf_terms(n, n + 100_000, mu, k, q):
         total += term
-        if term < 1e-17 * total:
+        if term < 1e-17 * total or total > stop_above:
             break
     return min(1.0, total)
 
@@ -121,7 +122,7 @@ class RaiseRule(msgspec.Struct, frozen=True, kw_only=True):
         return (
             expected <= self.max_expected
             and count >= self.threshold(expected)
-            and nbinom_sf(count, expected, self.dispersion) <= self.alpha
+            and nbinom_sf(count, expected, self.dispersion, stop_above=self.alpha) <= self.alpha
         )
 
     def still_elevated(self, count: int, expected: float) -> bool:

@@ -183,7 +183,8 @@ class RecurringIncidentDetector(FeedbackMixin):
             g = store.get(gid)
             if g is not None:
                 m = g.members.get(ev.ticket_id)
-                if m is not None and update_member(g, m, ev, self._targets) and g.status:
+                # only linked members count in the problem's signals (a pending one just keeps its own)
+                if m is not None and update_member(g if m.linked_at else None, m, ev, self._targets) and m.linked_at:
                     self._dirty[g.gid] = None
             return
         opened = (ev.opened_at or ev.event_time).timestamp()

@@ -29,6 +29,7 @@ another symptom in the same subcategory does not, even at the same site and grou
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 
 from opsintel.events import TicketEvent
@@ -67,13 +68,16 @@ def weights_from(mapping: Mapping[str, float] | None) -> tuple[float, ...]:
     return tuple(merged[f] for f in FIELDS)
 
 
+_MARKERS = _MISSING - {""}
+_context = operator.attrgetter(*FIELDS)
+
+
 def context_of(event: TicketEvent) -> tuple[str, ...]:
     """The incident's context tuple (missing-value markers normalised to ``""``)."""
-    out = []
-    for f in FIELDS:
-        v = getattr(event, f)
-        out.append("" if v in _MISSING else v)
-    return tuple(out)
+    values: tuple[str, ...] = _context(event)
+    if _MARKERS.isdisjoint(values):  # the common case: nothing to normalise
+        return values
+    return tuple("" if v in _MISSING else v for v in values)
 
 
 def field_similarity(x: tuple[str, ...], rep: tuple[str, ...], weights: tuple[float, ...]) -> tuple[float, float]:

@@ -29,6 +29,8 @@ msgspec.ValidationError: Object missing required field `ticket_id`
 from __future__ import annotations
 
 import enum
+import functools
+import typing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,13 +82,20 @@ class _Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True)
             raise ValueError("`event_id` must not be empty")
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"unsupported schema_version {self.schema_version} (expected {SCHEMA_VERSION})")
-        for field in self.__struct_fields__:
+        for field in _time_fields(type(self)):
             value = getattr(self, field)
-            if isinstance(value, datetime):
+            if value is not None:
                 _check_time(field, value)
                 if value.utcoffset():
                     # normalise to UTC so every consumer compares like with like
                     setattr(self, field, value.astimezone(UTC))
+
+
+@functools.cache
+def _time_fields(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The datetime fields of an event class (checked on every event: computed once per class)."""
+    hints = typing.get_type_hints(cls)
+    return tuple(f for f in cls.__struct_fields__ if datetime in (typing.get_args(hints[f]) or (hints[f],)))
 
 
 class TicketEvent(_Event, tag="ticket"):

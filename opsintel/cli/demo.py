@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         _wait_healthy(settings.web_url, proc, 120)
         ingestor = Ingestor(settings)
         try:
-            with tqdm(unit=" events", desc="ingest ServiceNow log") as bar:
+            with tqdm(total=_data_rows(args.servicenow), unit=" events", desc="ingest ServiceNow log") as bar:
                 ingestor.ingest("servicenow-csv", [args.servicenow], progress=bar)
             if args.alertmanager:
                 with tqdm(unit=" alerts", desc="ingest Alertmanager payloads") as bar:
@@ -125,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_running:
         print(f"worker still running (pid {proc.pid}); metrics at {settings.web_url}/metrics")
     return 0
+
+
+def _data_rows(path: Path) -> int:
+    """Rows of a CSV log (one event each), for the progress bar's total."""
+    from streams.adapters._base import open_text
+
+    with open_text(path) as f:
+        return max(sum(1 for _ in f) - 1, 0)
 
 
 def _write_dashboards(out: Path) -> None:

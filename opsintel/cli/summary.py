@@ -31,7 +31,14 @@ def format_summary(data: dict[str, Any]) -> str:
     lines.append(f"Dead letters: {sum(r['count'] for r in dead):,}")
     lines += [f"  {r['topic']:<28} {r['reason']:<16} {r['count']:>8,}" for r in dead]
     lines.append("Top services by open incidents:")
-    lines += [f"  {r['service'] or '(none)':<20} {r['open']:>10,}" for r in data["top_services_by_open_incidents"]]
+    top = data["top_services_by_open_incidents"]
+    lines += [f"  {r['service'] or '(none)':<20} {r['open']:>10,}" for r in top] or ["  (no open incidents)"]
+    problems = data.get("problems_by_status", [])
+    lines.append(f"Problem records: {sum(r['problems'] for r in problems):,}")
+    lines += [f"  {r['kind']:<10} {r['status']:<12} {r['problems']:>8,}" for r in problems]
+    anomalies = data.get("anomalies_by_kind", [])
+    lines.append(f"Anomalies: {sum(r['anomalies'] for r in anomalies):,}")
+    lines += [f"  {r['metric']:<20} {r['kind']:<8} {r['anomalies']:>8,}" for r in anomalies]
     return "\n".join(lines)
 
 

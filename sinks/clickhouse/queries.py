@@ -37,8 +37,16 @@ def summary(store: ClickHouseStore, *, top: int = 10) -> dict[str, Any]:
         "SELECT origin_topic, reason_code, count() AS n FROM {db}.dead_letters FINAL "
         "GROUP BY origin_topic, reason_code ORDER BY n DESC, origin_topic, reason_code"
     )
+    problems_by_status = store.query(
+        "SELECT kind, status, count() AS n FROM {db}.problems FINAL GROUP BY kind, status ORDER BY kind, n DESC"
+    )
+    anomalies_by_kind = store.query(
+        "SELECT metric, kind, count() AS n FROM {db}.anomalies FINAL GROUP BY metric, kind ORDER BY n DESC, metric"
+    )
     return {
         "rows": counts,
+        "problems_by_status": [{"kind": k, "status": s, "problems": int(n)} for k, s, n in problems_by_status],
+        "anomalies_by_kind": [{"metric": m, "kind": k, "anomalies": int(n)} for m, k, n in anomalies_by_kind],
         "incidents_by_state": [{"state": s, "incidents": int(n)} for s, n in by_state],
         "incidents_by_priority": [{"priority": p, "incidents": int(n)} for p, n in by_priority],
         "top_services_by_open_incidents": [{"service": s, "open": int(n)} for s, n in top_open],
