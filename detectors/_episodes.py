@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from opsintel.problems import ProblemStatus
+from opsintel.problems import ProblemRecord, ProblemStatus
 
 from ._group import Group, Member
 from ._raise_rule import BackgroundRates, RaiseRule, ServiceBaseline
@@ -33,6 +33,10 @@ class EpisodeMixin:
     _window: float
     _warmup: float
     _next_live: float
+    _outbox: list[ProblemRecord]
+
+    def _record(self, g: Group) -> ProblemRecord:
+        raise NotImplementedError
 
     def _judge(self, g: Group, tid: str, m: Member) -> None:
         """Link a new member if an episode is open; else decide whether one opens now."""
@@ -132,5 +136,6 @@ class EpisodeMixin:
     def _on_drop(self, g: Group) -> None:
         if not g.status:
             self._baseline.observe(g.rep[0], g.peak)
-        self._dirty.pop(g.gid, None)
+        if self._dirty.pop(g.gid, 0) is None and (g.status or g.merged_into):
+            self._outbox.append(self._record(g))  # its last change must still reach the consumers
         self._episodes.pop(g.gid, None)

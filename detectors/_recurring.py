@@ -148,6 +148,7 @@ class RecurringIncidentDetector(FeedbackMixin):
         self._changes = ContextIndex(retention=self._window + lookback)
         self._alerts = ContextIndex(retention=self._window + lookback)
         self._dirty: dict[str, None] = {}
+        self._outbox: list[ProblemRecord] = []  # records of changed problems forgotten before pop_updates
         self._links: list[Link] = []
         self._now = 0.0
         self._next_sweep = 0.0
@@ -251,20 +252,22 @@ class RecurringIncidentDetector(FeedbackMixin):
     # ------------------------------------------------------------------ outputs
     def pop_updates(self) -> list[ProblemRecord]:
         """Problem records created or changed since the last call, one (new version) per problem."""
-        out = []
+        out, self._outbox = self._outbox, []
         for gid in self._dirty:
             g = self._store.get(gid)
-            if g is None or not (g.status or g.merged_into):
-                continue
-            g.version += 1
-            out.append(build_record(g, RecordContext(
-                now=self._now, window=self._window, baseline=g.expected, rule_text=self.rule.describe(g.expected),
-                changes=self._changes, alerts=self._alerts, max_ids=self.params["max_linked_ids"],
-                change_lookback=self.params["change_lookback_hours"] * 3600.0,
-                alert_lookback=self.params["alert_lookback_hours"] * 3600.0,
-            )))  # fmt: skip
+            if g is not None and (g.status or g.merged_into):
+                out.append(self._record(g))
         self._dirty.clear()
         return out
+
+    def _record(self, g: Group) -> ProblemRecord:
+        g.version += 1
+        return build_record(g, RecordContext(
+            now=self._now, window=self._window, baseline=g.expected, rule_text=self.rule.describe(g.expected),
+            changes=self._changes, alerts=self._alerts, max_ids=self.params["max_linked_ids"],
+            change_lookback=self.params["change_lookback_hours"] * 3600.0,
+            alert_lookback=self.params["alert_lookback_hours"] * 3600.0,
+        ))  # fmt: skip
 
     def pop_links(self) -> list[Link]:
         """``(incident_id, problem_id, linked_at)`` events since the last call (``record_links=True``)."""
@@ -279,7 +282,7 @@ class RecurringIncidentDetector(FeedbackMixin):
             params=self.params, active=list(s.active.values()), retained=list(s.retained.values()),
             baseline=self._baseline, rates=self._rates, changes=self._changes, alerts=self._alerts, df=self._df,
             by_key=s.by_key, tickets=s.tickets, ticket_times=list(s.ticket_times), now=self._now,
-            next_sweep=self._next_sweep, next_live=self._next_live, dirty=list(self._dirty),
+            next_sweep=self._next_sweep, next_live=self._next_live, dirty=list(self._dirty), outbox=self._outbox,
         ))  # fmt: skip
 
     @classmethod
@@ -291,5 +294,5 @@ class RecurringIncidentDetector(FeedbackMixin):
         det._episodes = {g.gid: None for g in (*snap.active, *snap.retained) if g.in_episode}
         det._baseline, det._rates, det._changes, det._alerts = snap.baseline, snap.rates, snap.changes, snap.alerts
         det._df, det._now, det._next_sweep, det._next_live = snap.df, snap.now, snap.next_sweep, snap.next_live
-        det._dirty = dict.fromkeys(snap.dirty)
+        det._dirty, det._outbox = dict.fromkeys(snap.dirty), snap.outbox
         return det

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from opsintel.problems import ProblemRecord
+
 from . import _text
 from ._evidence import ContextIndex
 from ._group import Group
@@ -166,3 +168,4 @@ class DetectorState(msgspec.Struct):
     next_sweep: float
     next_live: float
     dirty: list[str]
+    outbox: list[ProblemRecord] = msgspec.field(default_factory=list)

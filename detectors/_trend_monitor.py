@@ -51,6 +51,7 @@ class _SeriesState(msgspec.Struct, array_like=True):
     born: int
     steps: int
     run: str
+    band: tuple[float, float]
     detector: dict[str, Any]
 
 
@@ -98,10 +99,10 @@ class TrendMonitor:
     so the cold start (the detector's ``warmup`` points) flags nothing. An anomalous point
     becomes an :class:`AnomalyRow` (``kind`` ``spike`` / ``drop``); an anomalous drop of
     ``tickets_opened`` while the service's ``alerts`` did not drop (:class:`BypassRule`) adds a
-    ``bypass`` row. A *run* starts at a flagged point and goes on while the next points stay
-    anomalous in the same direction as a level (for the default detector, which flags only the
-    onset of a shift, that is its seasonal baseline's verdict, see ``_trend_series.Series``);
-    a run of ``sustain_intervals`` points raises a ``kind="trend"``
+    ``bypass`` row. A *run* starts at a flagged point and goes on while the next points are
+    flagged in the same direction or stay beyond the first point's normal band, moved along
+    with the expected value (the default detector flags only the onset of a shift; see
+    ``_trend_series.Series``); a run of ``sustain_intervals`` points raises a ``kind="trend"``
     :class:`~opsintel.problems.ProblemRecord`, each further point of the run updates it (see
     ``_trend_problems``).
 
@@ -391,7 +392,7 @@ class TrendMonitor:
         The outboxes are not part of it: call :meth:`pop_anomalies` and :meth:`pop_updates`
         before checkpointing.
         """
-        services = [(name, svc.source, [_SeriesState(m, s.born, s.steps, s.run, s.detector.snapshot())
+        services = [(name, svc.source, [_SeriesState(m, s.born, s.steps, s.run, s.band, s.detector.snapshot())
                                         for m, s in enumerate(svc.series) if s is not None])
                     for name, svc in self._services.items()]  # fmt: skip
         return msgspec.msgpack.encode(_Snapshot(
@@ -415,7 +416,7 @@ class TrendMonitor:
             for st in series:
                 det: TrendDetector = mon._factory()
                 det.restore(st.detector)
-                svc.series[st.metric] = Series(det, st.born, st.steps, st.run)
+                svc.series[st.metric] = Series(det, st.born, st.steps, st.run, st.band)
         mon._buckets = {k: dict(b) for k, b in snap.buckets}
         mon._fingerprints = {k: set(f) for k, f in snap.fingerprints}
         mon._next, mon._max_t, mon.counters = snap.next_open, snap.max_t, snap.counters

@@ -70,52 +70,50 @@ class TrendDetector(Protocol):
 
 
 DetectorFactory = Callable[[], TrendDetector]
-
-
+#: ``(the detector's verdict, the verdict that puts the point in a run or None)``
 Scored = tuple[AnomalyVerdict | None, AnomalyVerdict | None]
 
 
 class Series:
     """A detector plus the closed, not yet scored points of one service × metric.
 
-    It also knows whether its latest point was part of an anomalous *run* (``run``: its
-    direction, ``""`` if none). A run starts with a point the detector flags and continues
-    while the following points stay anomalous in the same direction *as a level*: the
-    detector's own verdict, or, for :class:`RecordBreakDetector` (which flags only the onset:
-    a level once reached is no longer a record), the verdict of its seasonal baseline (the
-    value stays outside ``expected ± z_alert`` scales until the baseline accepts it as the new
-    normal after ``patience`` points).
+    It also knows whether its latest point was part of an anomalous *run*: ``run`` is the
+    run's direction (``""`` if none) and ``band`` the normal band of the run's first point, as
+    margins below and above the value expected there. A run starts at a point the detector
+    flags and goes on while each next point is flagged in the same direction or stays beyond
+    that band moved to the point's own expected value (a drop that stays a drop). The moved
+    band is needed because the default detector flags the *onset* of a shift only (a level
+    reached once is no longer a record, and its baseline's tail widens at once).
     """
 
-    __slots__ = ("born", "detector", "pending_k", "pending_x", "run", "steps")
+    __slots__ = ("band", "born", "detector", "pending_k", "pending_x", "run", "steps")
 
-    def __init__(self, detector: TrendDetector, born: int, steps: int = 0, run: str = "") -> None:
+    def __init__(self, detector: TrendDetector, born: int, steps: int = 0, run: str = "",
+                 band: tuple[float, float] = (0.0, 0.0)) -> None:
         self.detector = detector
         self.born = born  #: interval index of the metric's first event: the series starts there
         self.steps = steps  #: points fed to the detector so far
         self.run = run
+        self.band = band  #: (margin below, margin above) ``expected`` at the run's first point
         self.pending_x: list[float] = []
         self.pending_k: list[int] = []
 
     def score_pending(self, interval_s: float, need: Sequence[int] = ()) -> dict[int, Scored]:
         """Score then learn the pending points, in order; clears them.
 
-        Returns, by position, ``(verdict, run verdict)``: the detector's verdict (taken before
-        the point was learnt, exactly as ``verdict_one`` then ``learn_one`` per point would) and
-        the verdict that makes the point part of a run (``None`` if it is not), for every point
-        that is anomalous or in a run, and for the positions in ``need``. For
-        :class:`RecordBreakDetector` the whole chunk is first scored with ``score_learn_many``
-        (4-6x faster than a verdict per point) and replayed from a copy of the state only when
-        something is anomalous; other detectors take a verdict per point.
+        Returns, by position, ``(verdict, run verdict)`` for every point that is anomalous or
+        in a run, and for the positions in ``need``: the detector's verdict is taken before the
+        point is learnt, exactly as ``verdict_one`` then ``learn_one`` per point would. For
+        :class:`RecordBreakDetector` the chunk is first scored with ``score_learn_many`` (4-6x
+        faster than a verdict per point) and replayed from a copy of the state only when
+        something in it is anomalous; other detectors take a verdict per point.
         """
         xs, ts = self.pending_x, [k * interval_s for k in self.pending_k]
         self.pending_x, self.pending_k = [], []
         det = self.detector
         self.steps += len(xs)
-        fast = type(det) is RecordBreakDetector
         marks: set[int] | range
-        if fast and len(xs) > 1:
-            assert isinstance(det, RecordBreakDetector)
+        if type(det) is RecordBreakDetector and len(xs) > 1:
             state = det.snapshot()
             a = det.alert_exceedance
             threshold = a / (1.0 + a)
@@ -128,7 +126,7 @@ class Series:
             marks = range(len(xs))
         out: dict[int, Scored] = {}
         wanted = set(need)
-        run, j = self.run, 0
+        run, (below, above), j = self.run, self.band, 0
         for i in range(len(xs)):
             if not run and i not in marks:
                 continue
@@ -138,19 +136,23 @@ class Series:
             v = det.verdict_one(x, t)
             p = None
             if v is not None and v.is_anomaly:
-                run, p = v.direction, v
-            elif run:
-                # RecordBreakDetector keeps no public level verdict; its baseline is the level model
-                pv = det._baseline.verdict_one(x, t) if fast else v  # type: ignore[attr-defined]
-                if pv is not None and pv.is_anomaly and pv.direction == run:
-                    p = pv
+                if v.direction != run:
+                    run = v.direction
+                    below, above = max(0.0, v.expected - v.band[0]), max(0.0, v.band[1] - v.expected)
+                p = v
+            elif run and v is not None:
+                lo, hi = v.expected - below, v.expected + above
+                if (x < lo) if run == "drop" else (x > hi):
+                    p = AnomalyVerdict(x, v.expected, (lo, hi), v.score, True, run)  # type: ignore[arg-type]
                 else:
                     run = ""
+            else:
+                run = ""
             det.learn_one(x, t)
             j = i + 1
             if p is not None or i in wanted:
                 out[i] = (v, p)
         if j < len(xs):
             det.learn_many(xs[j:], ts[j:])
-        self.run = run
+        self.run, self.band = run, (below, above)
         return out

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     # --- ClickHouse ----------------------------------------------------------------------------
     clickhouse_dsn: str = Field(
         "",
+        repr=False,  # a DSN may carry a password: shown redacted by `redacted()` only
         description=(
             "OPSINTEL_CLICKHOUSE_DSN: chdb:///<dir> (embedded, the default under data_dir) or "
             "http(s)://user@host:port for a ClickHouse server."
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535, description="OPSINTEL_WEB_PORT: metrics, health, webhook.")
     webhook_token: SecretStr = Field(
         SecretStr(""),
-        description="OPSINTEL_WEBHOOK_TOKEN: bearer token the Alertmanager webhook must send (empty = off).",
+        description="OPSINTEL_WEBHOOK_TOKEN: bearer token the Alertmanager webhook must send (unset = webhook off).",
     )
     webhook_max_bytes: int = Field(1_048_576, ge=1024, description="OPSINTEL_WEBHOOK_MAX_BYTES: body limit.")
     service_catalog: Path | None = Field(
@@ -147,6 +148,12 @@ class Settings(BaseSettings):
         if self.kafka_ssl_cafile:
             opts["ssl_cafile"] = self.kafka_ssl_cafile
         return opts
+
+    def secret_values(self) -> list[str]:
+        """Every secret in the settings (incl. a password inside the DSN), for log masking."""
+        values = [getattr(self, name).get_secret_value() for name in _SECRET_FIELDS]
+        password = urlsplit(self.clickhouse_dsn).password if self.clickhouse_dsn else None
+        return [v for v in [*values, password or ""] if v]
 
     def redacted(self) -> dict[str, Any]:
         """Effective settings for display: secrets masked, credentials stripped from the DSN."""

@@ -18,7 +18,7 @@ import faust
 from faust.streams import Stream
 from faust.types import TP
 
-from detectors import RecurringIncidentDetector
+from detectors import RecurringIncidentDetector, TrendMonitor
 from opsintel.impact import ImpactModel
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
@@ -113,8 +113,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     recurring = PartitionedDetector("recurring", RecurringIncidentDetector,
                                     RecurringIncidentDetector.from_snapshot, state.writer)
+    trend = PartitionedDetector("trend", TrendMonitor, TrendMonitor.from_snapshot, state.writer)
     impact = ImpactStage(ImpactModel.from_settings(settings), state.writer)
-    handlers = StreamHandlers(settings, state.writer, [recurring], send, impact)
+    handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact)
     state.recurring = recurring
 
     async def batches(stream: faust.StreamT,
@@ -149,13 +150,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
-        recurring.revoke({tp.partition for tp in revoked})
+        for stage in (recurring, trend):
+            stage.revoke({tp.partition for tp in revoked})
 
     app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signal typing rejects coroutines
 
     @app.task
     async def prepare_store() -> None:
-        await state.writer.call(store.migrate)
+        # retried like any write: a worker started while ClickHouse is down waits for it
+        await state.writer.retrying("schema", store.migrate)
         state.ready = True
         metrics.ready.set(1)
         log.info("ClickHouse schema ready in %r", store)

@@ -81,7 +81,8 @@ class PartitionedDetector:
             entry = None  # the partition was revoked and may have been advanced by another worker
         if entry is None:
             self._stale.discard(partition)
-            rows = await self.writer.call(
+            rows = await self.writer.retrying(
+                "detector_state",
                 self.store.query,
                 "SELECT state, positions FROM {db}.detector_state FINAL "
                 "WHERE detector = {d:String} AND partition = {p:UInt16}",
@@ -110,18 +111,22 @@ class PartitionedDetector:
             touched.add(msg.partition)
         return [u for p in sorted(touched) for u in self._partitions[p].detector.pop_updates()]
 
-    async def apply_feedback(self, feedback: Feedback, msg: RawMessage) -> list[ProblemRecord]:
-        """Apply a human decision arriving on partition ``msg.partition`` of the feedback topic."""
+    async def apply_feedback(self, feedback: Feedback, msg: RawMessage) -> tuple[bool, list[ProblemRecord]]:
+        """Apply a human decision arriving on partition ``msg.partition`` of the feedback topic.
+
+        Returns whether this stage knew the problem (or had already applied this decision), and
+        the records that changed.
+        """
         entry = await self._get(msg.partition)
         if msg.offset < entry.positions.get(msg.topic, 0):
-            return []
+            return True, []
         applied = entry.detector.apply_feedback(feedback)
         entry.positions[msg.topic] = msg.offset + 1
         entry.dirty = True
         entry.changes += 1
-        if not applied:  # another stage may own it (recurring vs trend problems)
+        if not applied:  # another stage may own it (recurring vs trend problems), or it expired
             log.debug("%s: no problem %s on partition %d", self.name, feedback.problem_id, msg.partition)
-        return entry.detector.pop_updates()
+        return applied, entry.detector.pop_updates()
 
     def pop_anomalies(self) -> list[Any]:
         """Anomaly rows of detectors that produce them (``pop_anomalies``), from every partition."""

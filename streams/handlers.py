@@ -62,8 +62,17 @@ class StreamHandlers:
                 dead.append(DeadLetter.for_record(msg.value or b"", reason=f"{code}: {e}", origin=msg.origin,
                                                   origin_topic=msg.topic))
                 continue
+            known = False
             for stage in self.stages:
-                await self.publish(await stage.apply_feedback(fb, msg))
+                applied, records = await stage.apply_feedback(fb, msg)
+                known |= applied
+                await self.publish(records)
+            if not known:
+                # no detector tracks it any more (its group expired): record the decision on the stored
+                # record, so the queue shows it, even though nothing will re-raise the group anyway
+                changed = await self.writer.retrying("problems", self.writer.store.record_decision, fb)
+                log.info("decision %s on %s applied to the stored record (%s)", fb.action, fb.problem_id,
+                         "found" if changed else "no such problem")
         for stage in self.stages:
             await stage.checkpoint()
         for dl in dead:

@@ -11,12 +11,12 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent, encode
+from opsintel.events import ChangeEvent, Event, MonitoringEvent, TicketEvent, encode
 from opsintel.settings import Settings, TopicName
 from sinks.deadletter import DeadLetter
 from streams.adapters._base import Rejected
@@ -50,6 +50,9 @@ def topic_for(event: Any) -> TopicName:
 #: every topic the pipeline uses; ``problems`` is compacted (keyed by problem id, latest version kept)
 ALL_TOPICS: tuple[TopicName, ...] = (*INPUT_TOPICS, "feedback", "problems", "anomalies")
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {"problems": {"cleanup.policy": "compact"}}
+
+#: tickets whose first partition key the producer remembers (oldest forgotten first)
+_MAX_TICKET_KEYS = 1_000_000
 
 
 def ensure_topics(settings: Settings, names: Iterable[TopicName] = ALL_TOPICS) -> list[str]:
@@ -115,10 +118,19 @@ class Ingestor:
         )
         self.report = IngestReport()
         self._errors: list[BaseException] = []
+        self._ticket_keys: dict[tuple[str, str], str] = {}
 
     def send_event(self, event: TicketEvent | MonitoringEvent | ChangeEvent) -> None:
         topic = self.settings.topic(topic_for(event))
-        self._send(topic, event.partition_key.encode(), encode(event), None)
+        key = event.partition_key
+        if isinstance(event, TicketEvent):
+            # a ticket keeps the key of its first event even if its service changes later (a
+            # re-categorised incident): all its events stay on one partition, in order, with the state
+            # the worker keeps for it
+            key = self._ticket_keys.setdefault((event.source, event.ticket_id), key)
+            if len(self._ticket_keys) > _MAX_TICKET_KEYS:
+                self._ticket_keys.pop(next(iter(self._ticket_keys)))
+        self._send(topic, key.encode(), encode(event), None)
 
     def send_rejected(self, rejected: Rejected, origin_topic: str) -> None:
         dl = DeadLetter.for_record(rejected.raw, reason=rejected.reason, origin=rejected.source,
@@ -131,29 +143,48 @@ class Ingestor:
         future.add_errback(self._errors.append)
         self.report.sent[topic] += 1
 
-    def ingest(self, fmt: str, paths: Iterable[str | Path], *, progress: Any = None, **options: Any) -> IngestReport:
-        """Read every path in ``fmt`` and produce its events; blocks until all are acknowledged."""
+    def ingest(self, fmt: str, paths: Iterable[str | Path], *, order: str = "time", progress: Any = None,
+               **options: Any) -> IngestReport:
+        """Read every path in ``fmt`` and produce its events; blocks until all are acknowledged.
+
+        ``order="time"`` (the default) replays the events as they happened: sorted by event time
+        (stable, so a ticket's lifecycle keeps its order), which is what a live ITSM stream looks
+        like and what the detectors expect. Exports are often grouped by ticket instead (the
+        ServiceNow log lists every event of one incident before the next incident), which would
+        show the detectors a ticket's closure weeks before the next ticket opens. Sorting holds the
+        events in memory (about 1 KB each); ``order="file"`` streams them as read, for huge files
+        that are already in time order.
+        """
         from streams.adapters import read_events
 
+        if order not in ("time", "file"):
+            raise ValueError(f"order must be 'time' or 'file', not {order!r}")
         started = time.monotonic()
         origin_topic = self.settings.topic(FORMAT_TOPIC.get(fmt, "tickets"))
-        n = 0
-        for path in paths:
-            for item in read_events(fmt, path, **options):
+        items: Iterator[Event | Rejected] = (item for path in paths for item in read_events(fmt, path, **options))
+        if order == "time":
+            events = []
+            for item in items:
                 if isinstance(item, Rejected):
                     self.send_rejected(item, origin_topic)
                 else:
-                    origin_topic = self.settings.topic(topic_for(item))
-                    self.send_event(item)
-                n += 1
-                if progress is not None:
-                    progress.update(1)
-                if self.rate:
-                    ahead = n / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                if self._errors:
-                    raise self._errors[0]
+                    events.append(item)
+            events.sort(key=lambda e: e.event_time)
+            items = iter(events)
+        for n, item in enumerate(items, 1):
+            if isinstance(item, Rejected):
+                self.send_rejected(item, origin_topic)
+            else:
+                origin_topic = self.settings.topic(topic_for(item))
+                self.send_event(item)
+            if progress is not None:
+                progress.update(1)
+            if self.rate:
+                ahead = n / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if self._errors:
+                raise self._errors[0]
         self.flush()
         self.report.seconds += time.monotonic() - started
         return self.report

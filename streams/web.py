@@ -3,7 +3,8 @@
 * ``GET /health`` - 200 once the store is ready, else 503 (probes, the Docker healthcheck);
 * ``GET /metrics`` - Prometheus text format;
 * ``POST /alertmanager`` - Alertmanager webhook (v4 JSON): alerts go to the monitoring topic,
-  bad alerts to the dead-letter topic. Bearer token when ``OPSINTEL_WEBHOOK_TOKEN`` is set,
+  bad alerts to the dead-letter topic. Requires the bearer token ``OPSINTEL_WEBHOOK_TOKEN`` (disabled
+  while none is set),
   ``application/json`` only, body size and request rate limited;
 * ``GET /api/summary``, ``GET /api/problems[?status=&service=&limit=]``, ``GET /api/problems/{id}``
   - fixed read queries, served by the worker that owns the store (the embedded chDB store admits
@@ -107,10 +108,12 @@ def register_views(app: faust.App, state: WorkerState, monitoring_topic: faust.T
 
     async def receive(request: Any) -> tuple[int, dict[str, Any]]:
         token = settings.webhook_token.get_secret_value()
-        if token:
-            sent = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                return 401, {"error": "missing or wrong bearer token"}
+        if not token:  # an unauthenticated receiver would let anyone inject alerts: off until configured
+            return 503, {"error": "webhook disabled: set OPSINTEL_WEBHOOK_TOKEN "
+                                  "(Alertmanager: http_config.authorization)"}
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return 401, {"error": "missing or wrong bearer token"}
         if not bucket.take():
             return 429, {"error": "rate limit exceeded"}
         if request.content_type != "application/json":

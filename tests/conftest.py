@@ -50,6 +50,7 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
         OPSINTEL_WEB_PORT=str(free_port()),
         OPSINTEL_PARTITIONS="4",
         OPSINTEL_BATCH_SECONDS="0.5",
+        OPSINTEL_WEBHOOK_TOKEN="test-webhook-token",
     )
     return env
 

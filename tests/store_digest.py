@@ -70,10 +70,12 @@ def digest(folder: str, database: str) -> dict[str, Any]:
             continue
         final = " FINAL" if "MergeTree" in engine else ""
         row = ", ".join(quote_identifier(c) for c in columns)
-        count, checksum = store.query(
-            f"SELECT count(), sum(cityHash64(tuple({row}))) FROM {table}{final}"
+        per_column = ", ".join(f"sum(cityHash64({quote_identifier(c)}))" for c in columns)
+        count, checksum, *sums = store.query(
+            f"SELECT count(), sum(cityHash64(tuple({row}))), {per_column} FROM {table}{final}"
         )[0]
-        out[name] = [int(count), str(checksum)]
+        # the per-column sums only say *which* columns differ when two digests do not match
+        out[name] = [int(count), str(checksum), {c: str(v) for c, v in zip(columns, sums, strict=True)}]
     store.close()
     return out
 

@@ -235,3 +235,11 @@ def test_episodes_link_bursts_not_the_quiet_stretch_between() -> None:
     assert not {"INC0010", "INC0011", "INC0012"} & set(again.incident_ids)
     linked = {i for i, _, _ in det.pop_links()}
     assert not {"INC0010", "INC0011", "INC0012"} & linked
+
+
+def test_a_change_is_emitted_even_when_the_problem_is_forgotten_before_pop_updates() -> None:
+    det = watched()
+    det.learn_many([incident(n, n) for n in range(3)])
+    det.learn_one(incident(50, 24 * 7 * 10, symptom="Symptom 9"))  # ten weeks later: past memory
+    [rec] = det.pop_updates()
+    assert rec.incident_count == 3 and det.tracked_groups == 1

@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SLICE = ROOT / "deploy" / "demo-data" / "servicenow_slice.csv.gz"
 FULL_LOG = SHARED_DATA / "servicenow" / "incident_event_log.csv.gz"
 #: the full ServiceNow log (141,712 events) in CI, where ../shared sits beside the clone
-CRASH_LOG = FULL_LOG if FULL_LOG.exists() else SLICE
+CRASH_LOG = Path(os.environ.get("OPSINTEL_TEST_CRASH_LOG") or (FULL_LOG if FULL_LOG.exists() else SLICE))
 FAULTS = Path(__file__).parent / "faults"
 #: a SIGKILLed member stays in the group until its session times out (Faust's default: 60 s);
 #: Faust reads these from the environment, so a restarted worker rejoins within seconds
@@ -132,9 +132,14 @@ def digest(env: dict[str, str]) -> dict[str, Any]:
 
 def assert_same_tables(got: dict[str, Any], want: dict[str, Any]) -> None:
     differing = {name: (got.get(name), want[name]) for name in want if got.get(name) != want[name]}
-    summary = {n: (g if not isinstance(g, list) or len(g) <= 2 else f"{len(g)} rows",
-                   w if len(w) <= 2 else f"{len(w)} rows") for n, (g, w) in differing.items()}
-    assert not differing, f"tables differ (got, want): {summary}"
+    summary: dict[str, Any] = {}
+    for name, (g, w) in differing.items():
+        if isinstance(w, list) and len(w) == 3 and isinstance(w[2], dict):  # a table: rows and columns
+            columns = sorted(c for c in w[2] if not g or g[2].get(c) != w[2][c])
+            summary[name] = f"rows {g[0] if g else None} vs {w[0]}, columns differing: {columns}"
+        else:
+            summary[name] = f"view: {len(g or [])} vs {len(w)} rows, {len(set(g or []) ^ set(w))} rows differ"
+    assert not differing, f"tables differ (got vs want): {summary}"
     assert set(got) == set(want)
 
 
@@ -252,7 +257,7 @@ def test_store_outage_of_60s_backs_off_commits_nothing_unwritten_then_catches_up
             first.send_event(ev)  # type: ignore[arg-type]
         first.flush()
         first.close()
-        wait_until(lambda: metric(worker.url, "opsintel_write_failures_total") >= 2,
+        wait_until(lambda: metric(worker.url, "opsintel_sink_failures_total") >= 2,
                    message="the worker to hit the outage")
         frozen = p.committed()
         rows_at_start = get_json(f"{worker.url}/api/summary")["rows"]["ticket_events"]
@@ -264,7 +269,7 @@ def test_store_outage_of_60s_backs_off_commits_nothing_unwritten_then_catches_up
             rows = get_json(f"{worker.url}/api/summary")["rows"]["ticket_events"]
             assert rows == rows_at_start and committed(p, topic) <= rows
             time.sleep(2)
-        failures = metric(worker.url, "opsintel_write_failures_total")
+        failures = metric(worker.url, "opsintel_sink_failures_total")
         assert 3 <= failures <= 60, f"{failures} failed writes in 60 s: expected a backoff, not a hot loop"
         assert p.remaining() > 0
         marker.unlink()

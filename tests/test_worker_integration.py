@@ -118,12 +118,13 @@ def test_alertmanager_webhook_and_metrics(worker: WorkerProcess, worker_env: dic
     settings = settings_of(worker.env)
     body = (ROOT / "deploy" / "demo-data" / "alertmanager" / "alerts2.json").read_bytes()
     n_alerts = len(json.loads(body)["alerts"])
+    auth = {"Authorization": f"Bearer {worker.env['OPSINTEL_WEBHOOK_TOKEN']}"}
     req = urllib.request.Request(f"{worker.url}/alertmanager", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **auth})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert json.load(r) == {"accepted": n_alerts, "rejected": 0}
     bad = urllib.request.Request(f"{worker.url}/alertmanager", data=b"x", method="POST",
-                                 headers={"Content-Type": "text/plain"})
+                                 headers={"Content-Type": "text/plain", **auth})
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(bad, timeout=30)
     assert err.value.code == 415
@@ -142,7 +143,7 @@ def test_alertmanager_webhook_and_metrics(worker: WorkerProcess, worker_env: dic
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_webhook_requires_the_token_when_configured(worker_env: dict[str, str], tmp_path: Path) -> None:
+def test_webhook_requires_the_token(worker_env: dict[str, str], tmp_path: Path) -> None:
     env = dict(worker_env, OPSINTEL_WEBHOOK_TOKEN="tok-123")
     w = WorkerProcess(env, tmp_path / "w.log").start()
     try:
@@ -161,3 +162,13 @@ def test_webhook_requires_the_token_when_configured(worker_env: dict[str, str], 
         assert "tok-123" not in (tmp_path / "w.log").read_text()
     finally:
         w.stop()
+    # without a token configured the receiver is off, not open
+    off = WorkerProcess(dict(worker_env, OPSINTEL_WEBHOOK_TOKEN=""), tmp_path / "off.log").start()
+    try:
+        req = urllib.request.Request(f"{off.url}/alertmanager", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 503
+    finally:
+        off.stop()

@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _mask_configured_secrets()
     if not args.verbose:  # the Kafka clients narrate every connection at INFO
         for noisy in ("kafka", "aiokafka"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -57,6 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as e:
         print(f"opsintel {args.command}: {e}", file=sys.stderr)
         return 2
+
+
+def _mask_configured_secrets() -> None:
+    """Secrets from the settings never reach a log line (see :mod:`opsintel.logsafe`)."""
+    from pydantic import ValidationError
+
+    from opsintel.logsafe import mask_secrets
+    from opsintel.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except (ValidationError, OSError):
+        return  # the command itself will report the bad settings
+    mask_secrets(settings.secret_values())
 
 
 class CommandError(Exception):

@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
     parser.add_argument("paths", nargs="+", metavar="PATH")
     parser.add_argument("--rate", type=float, default=None, help="at most this many events per second")
+    parser.add_argument("--order", choices=("time", "file"), default="time",
+                        help="time: replay sorted by event time, as it happened (default; holds the file in "
+                             "memory); file: stream in file order")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     ingestor = Ingestor(settings, rate=args.rate)
     try:
         with tqdm(unit=" events", disable=args.no_progress, desc=f"ingest {args.format}") as bar:
-            report = ingestor.ingest(args.format, args.paths, progress=bar)
+            report = ingestor.ingest(args.format, args.paths, order=args.order, progress=bar)
     finally:
         ingestor.close()
     for topic, n in sorted(report.sent.items()):

@@ -12,8 +12,14 @@ from typing import Any
 
 import msgspec
 
-from opsintel.problems import ProblemRecord
+from opsintel.problems import Feedback, FeedbackAction, ProblemRecord
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table
+
+#: the status a decision gives a stored problem record
+DECISION_STATUS = {
+    FeedbackAction.OPEN: "open", FeedbackAction.CONFIRM: "confirmed", FeedbackAction.REJECT: "rejected",
+    FeedbackAction.RESOLVE: "resolved", FeedbackAction.REOPEN: "open",
+}  # fmt: skip
 
 
 def problem_row(rec: ProblemRecord) -> dict[str, Any]:
@@ -47,6 +53,12 @@ class AnalyticsWrites:
     def _insert(self, table: Table, columns: list[list[Any]]) -> None:  # provided by ClickHouseStore
         raise NotImplementedError
 
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
     def _insert_rows(self, name: str, rows: Sequence[Any]) -> int:
         if not rows:
             return 0
@@ -75,3 +87,23 @@ class AnalyticsWrites:
     def insert_anomalies(self, rows: Sequence[Any]) -> int:
         """Write anomalies: objects or mappings with the ``anomalies`` columns."""
         return self._insert_rows("anomalies", rows)
+
+    def record_decision(self, fb: Feedback) -> bool:
+        """Apply a human decision to the stored record of a problem no detector tracks any more:
+        a new version with the decided status. Returns False when there is no such problem."""
+        status = DECISION_STATUS.get(fb.action)
+        if status is None:  # split/merge need the detector's groups: nothing to do on a bare record
+            return False
+        names = TABLES_BY_NAME["problems"].column_names
+        replaced = {"version": "version + 1", "status": "{status:String}", "feedback_action": "{action:String}",
+                    "updated_at": "greatest(updated_at, now64(3))"}
+        select = ", ".join(f"{replaced[c]} AS {c}" if c in replaced else c for c in names)
+        found = self.query("SELECT count() FROM {db}.problems WHERE problem_id = {id:String}", {"id": fb.problem_id})
+        if not found or not found[0][0]:
+            return False
+        self._command(
+            f"INSERT INTO {{db}}.problems ({', '.join(names)}) SELECT {select} FROM {{db}}.problems FINAL "  # noqa: S608
+            "WHERE problem_id = {id:String}",
+            {"id": fb.problem_id, "status": status, "action": str(fb.action)},
+        )
+        return True

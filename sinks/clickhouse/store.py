@@ -202,10 +202,11 @@ class ClickHouseStore(AnalyticsWrites):
         # every timestamp we store is UTC; the client returns some (Nullable) ones naive: make all aware
         return [tuple(_utc(v) for v in r) for r in result.result_rows]
 
-    def _command(self, sql: str) -> None:
+    def _command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        sql = sql.replace("{db}", quote_identifier(self.database))
         try:
             with self._lock:
-                self.client().command(sql)
+                self.client().command(sql, parameters=parameters)
         except SinkError:
             raise
         except Exception as e:
