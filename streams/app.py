@@ -28,6 +28,7 @@ from streams.impact_stage import ImpactStage
 from streams.metrics import WorkerMetrics
 from streams.monitor import BatchMonitor
 from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, RawMessage
+from streams.transport import DirectDeliveryTransport
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_enabled=True,
     )
+    # Faust's own aiokafka transport, minus a task per delivered message (see streams/transport.py)
+    app.transport = DirectDeliveryTransport(app.conf.broker_consumer, app)
     metrics = WorkerMetrics()
     store = ClickHouseStore.from_settings(settings)
     state = WorkerState(settings, store, metrics, BatchWriter(store, metrics))

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 class StreamDetector(Protocol):
     def learn_one(self, event: Any) -> None: ...
 
+    def learn_many(self, events: Sequence[Any]) -> None: ...
+
     def pop_updates(self) -> list[ProblemRecord]: ...
 
     def apply_feedback(self, fb: Feedback) -> bool: ...
@@ -98,18 +100,29 @@ class PartitionedDetector:
         return entry
 
     async def learn(self, events: Sequence[Any], messages: Sequence[RawMessage]) -> list[ProblemRecord]:
-        """Feed a batch (in partition order); returns the problem records that changed."""
-        touched: set[int] = set()
+        """Feed a batch (in partition order); returns the problem records that changed.
+
+        Each partition's new events go to its detector in one ``learn_many`` call where the detector
+        has one (the trend monitor scores all intervals a batch closes at once).
+        """
+        fresh: dict[int, list[Any]] = {}
         for event, msg in zip(events, messages, strict=True):
             entry = await self._get(msg.partition)
             if msg.offset < entry.positions.get(msg.topic, 0):
                 continue  # already in this partition's state (a replay after a crash)
-            entry.detector.learn_one(event)
+            fresh.setdefault(msg.partition, []).append(event)
             entry.positions[msg.topic] = msg.offset + 1
+        for partition, batch in sorted(fresh.items()):
+            entry = self._partitions[partition]
+            learn_many = getattr(entry.detector, "learn_many", None)
+            if learn_many is not None:
+                learn_many(batch)
+            else:
+                for event in batch:
+                    entry.detector.learn_one(event)
             entry.dirty = True
             entry.changes += 1
-            touched.add(msg.partition)
-        return [u for p in sorted(touched) for u in self._partitions[p].detector.pop_updates()]
+        return [u for p in sorted(fresh) for u in self._partitions[p].detector.pop_updates()]
 
     async def apply_feedback(self, feedback: Feedback, msg: RawMessage) -> tuple[bool, list[ProblemRecord]]:
         """Apply a human decision arriving on partition ``msg.partition`` of the feedback topic.
