@@ -76,8 +76,9 @@ log4j.logger.kafka.server.BrokerServer=INFO
 EOF
   if [ ! -f "$data/meta.properties" ]; then
     say "formatting KRaft storage in $data"
-    java -cp "$libs/*" kafka.tools.StorageTool format -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)" \
-      -c "$conf" >/dev/null
+    local quiet=(-Dlog4j.configuration="file:$state/log4j.properties")
+    java "${quiet[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
+      -t "$(java "${quiet[@]}" -cp "$libs/*" kafka.tools.StorageTool random-uuid)" -c "$conf" >/dev/null
   fi
 }
 

@@ -17,8 +17,11 @@ fi
 stamp=.venv/.opsintel-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing opsintel[$extras] into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$extras]"; } \
+      >"$log" 2>&1; then
+    cat "$log" >&2; echo "setup: pip install failed (log above)" >&2; exit 1
+  fi
   touch "$stamp"
 fi
 

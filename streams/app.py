@@ -121,12 +121,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
     handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact)
     state.recurring = recurring
 
-    async def batches(stream: faust.StreamT,
-                      handle: Callable[[list[RawMessage]], Awaitable[None]]) -> None:
+    async def batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]],
+                      with_headers: bool = False) -> None:
         """Take a batch, hand it over, and ack it only once everything it caused is durable."""
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
             await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
-                                     _headers(ev)) for ev in batch])
+                                     _headers(ev) if with_headers else {}) for ev in batch])
             for ev in batch:
                 await stream.ack(ev)
                 state.positions[ev.message.tp] = ev.message.offset + 1
@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(topics["deadletter"], name="opsintel.deadletter")
     async def dead_letters(stream: faust.StreamT) -> None:
-        await batches(stream, handlers.dead_letters)
+        await batches(stream, handlers.dead_letters, with_headers=True)  # reason and origin travel in headers
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())

@@ -25,17 +25,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from opsintel.events import TicketEvent
 from opsintel.problems import Feedback, ProblemRecord
 from sinks.clickhouse import ClickHouseStore
 from streams.pipeline import BatchWriter, RawMessage
 
 log = logging.getLogger(__name__)
 
+#: how far (seconds) an alert or change may lie ahead of a partition's newest ticket and still be
+#: learned by its detectors (a week: the recurring detector's window)
+MAX_CONTEXT_LEAD_S = 7 * 24 * 3600.0
+#: the ticket clock travels with the offsets in ``detector_state.positions`` (not a topic name)
+_CLOCK_KEY = "@ticket_clock"
+
 
 class StreamDetector(Protocol):
     def learn_one(self, event: Any) -> None: ...
-
-    def learn_many(self, events: Sequence[Any]) -> None: ...
 
     def pop_updates(self) -> list[ProblemRecord]: ...
 
@@ -50,6 +55,7 @@ class _Partition:
     positions: dict[str, int] = field(default_factory=dict)
     changes: int = 0  #: bumped on every change; a checkpoint clears ``dirty`` only if none came meanwhile
     dirty: bool = False
+    ticket_clock: float = 0.0  #: newest ticket event time seen (POSIX seconds)
 
 
 class PartitionedDetector:
@@ -76,6 +82,7 @@ class PartitionedDetector:
         self.store: ClickHouseStore = writer.store
         self._partitions: dict[int, _Partition] = {}
         self._stale: set[int] = set()
+        self.skipped = 0  #: context events skipped for lying far ahead of the tickets' clock
 
     async def _get(self, partition: int) -> _Partition:
         entry = self._partitions.get(partition)
@@ -92,7 +99,9 @@ class PartitionedDetector:
             )
             if rows:
                 state, positions = rows[0]
-                entry = _Partition(self.restore(base64.b64decode(state)), {k: int(v) for k, v in positions.items()})
+                clock = float(positions.pop(_CLOCK_KEY, 0))
+                entry = _Partition(self.restore(base64.b64decode(state)), {k: int(v) for k, v in positions.items()},
+                                   ticket_clock=clock)
                 log.info("%s: restored partition %d at %s", self.name, partition, entry.positions)
             else:
                 entry = _Partition(self.factory())
@@ -102,27 +111,29 @@ class PartitionedDetector:
     async def learn(self, events: Sequence[Any], messages: Sequence[RawMessage]) -> list[ProblemRecord]:
         """Feed a batch (in partition order); returns the problem records that changed.
 
-        Each partition's new events go to its detector in one ``learn_many`` call where the detector
-        has one (the trend monitor scores all intervals a batch closes at once).
+        Updates are popped after every event, not once per batch: the detectors decide raises
+        and episode ends when asked for updates, so one fixed cadence makes the records the same
+        whatever the batch boundaries were - after a crash and replay, or on another worker.
         """
-        fresh: dict[int, list[Any]] = {}
+        updates: list[ProblemRecord] = []
         for event, msg in zip(events, messages, strict=True):
             entry = await self._get(msg.partition)
             if msg.offset < entry.positions.get(msg.topic, 0):
                 continue  # already in this partition's state (a replay after a crash)
-            fresh.setdefault(msg.partition, []).append(event)
             entry.positions[msg.topic] = msg.offset + 1
-        for partition, batch in sorted(fresh.items()):
-            entry = self._partitions[partition]
-            learn_many = getattr(entry.detector, "learn_many", None)
-            if learn_many is not None:
-                learn_many(batch)
-            else:
-                for event in batch:
-                    entry.detector.learn_one(event)
             entry.dirty = True
             entry.changes += 1
-        return [u for p in sorted(fresh) for u in self._partitions[p].detector.pop_updates()]
+            if isinstance(event, TicketEvent):
+                entry.ticket_clock = max(entry.ticket_clock, float(int(event.event_time.timestamp())))
+            elif entry.ticket_clock and event.event_time.timestamp() > entry.ticket_clock + MAX_CONTEXT_LEAD_S:
+                # an alert or change far ahead of the tickets' clock (e.g. a replayed ticket history next
+                # to live alerts) would move the detectors' clocks and expire everything: it stays in
+                # ClickHouse, the detectors skip it
+                self.skipped += 1
+                continue
+            entry.detector.learn_one(event)
+            updates.extend(entry.detector.pop_updates())
+        return updates
 
     async def apply_feedback(self, feedback: Feedback, msg: RawMessage) -> tuple[bool, list[ProblemRecord]]:
         """Apply a human decision arriving on partition ``msg.partition`` of the feedback topic.
@@ -160,7 +171,7 @@ class PartitionedDetector:
             if entry.dirty:
                 taken.append((entry, entry.changes))
                 rows.append({"detector": self.name, "partition": p, "version": version,
-                             "positions": dict(entry.positions),
+                             "positions": {**entry.positions, _CLOCK_KEY: int(entry.ticket_clock)},
                              "state": base64.b64encode(entry.detector.snapshot()).decode(),
                              "written_at": now})
         if rows:

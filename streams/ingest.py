@@ -212,7 +212,8 @@ class OffsetProgress:
         self.topics = list(topics)
         self.group = group or settings.consumer_group
         self._admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="opsintel-progress")
-        self._consumer = KafkaConsumer(**settings.kafka_client_options(), client_id="opsintel-progress")
+        self._consumer = KafkaConsumer(**settings.kafka_client_options(), client_id="opsintel-progress",
+                                       enable_auto_commit=False)
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
         from kafka import TopicPartition

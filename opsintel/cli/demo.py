@@ -87,23 +87,32 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         _wait_healthy(settings.web_url, proc, 120)
-        ingestor = Ingestor(settings)
-        try:
-            with tqdm(total=_data_rows(args.servicenow), unit=" events", desc="ingest ServiceNow log") as bar:
-                ingestor.ingest("servicenow-csv", [args.servicenow], progress=bar)
-            if args.alertmanager:
-                with tqdm(unit=" alerts", desc="ingest Alertmanager payloads") as bar:
-                    ingestor.ingest("alertmanager", args.alertmanager, progress=bar)
-        finally:
-            ingestor.close()
-        report = ingestor.report
         topics = [settings.topic(t) for t in INPUT_TOPICS]
+        with OffsetProgress(settings, topics) as progress:
+            already = sum(progress.end_offsets().values())
+        if already:
+            # a re-run: the log is already in Kafka. Sending it again would show the detectors the
+            # same history twice; the tables would fold the copies, the detectors would not.
+            print(f"the topics already hold {already:,} messages from an earlier run: not sending them again "
+                  "(`deploy/kafka.sh stop && rm -rf var` starts from scratch)")
+            total = already
+        else:
+            ingestor = Ingestor(settings)
+            try:
+                with tqdm(total=_data_rows(args.servicenow), unit=" events", desc="ingest ServiceNow log") as bar:
+                    ingestor.ingest("servicenow-csv", [args.servicenow], progress=bar)
+                if args.alertmanager:
+                    with tqdm(unit=" alerts", desc="ingest Alertmanager payloads") as bar:
+                        ingestor.ingest("alertmanager", args.alertmanager, progress=bar)
+            finally:
+                ingestor.close()
+            total = ingestor.report.total
         deadline = time.monotonic() + args.timeout
-        with tqdm(total=report.total, unit=" events", desc="worker → ClickHouse") as bar, \
+        with tqdm(total=total, unit=" events", desc="worker → ClickHouse") as bar, \
                 OffsetProgress(settings, topics) as progress:
             while True:
                 left = progress.remaining()
-                bar.n = max(report.total - left, 0)
+                bar.n = max(total - left, 0)
                 bar.refresh()
                 if left == 0:
                     break
