@@ -17,7 +17,7 @@ from ._group import Group, Member, update_member
 from ._raise_rule import BackgroundRates, RaiseRule, ServiceBaseline
 from ._records import RecordContext, build_record, problem_id
 from ._similarity import FIELDS, blocking_keys, context_of, signature, weights_from
-from ._store import DetectorState, GroupStore
+from ._store import DetectorState, GroupStore, feedback_notes, restore_offsets, utc_offset
 
 #: a link event for offline evaluation: (incident id, problem id or "" when unlinked, linked at)
 Link = tuple[str, str, float]
@@ -278,20 +278,30 @@ class RecurringIncidentDetector(FeedbackMixin):
     def snapshot(self) -> bytes:
         """The whole state as msgpack bytes (restore with :meth:`from_snapshot`)."""
         s = self._store
+        active, retained = list(s.active.values()), list(s.retained.values())
         return msgspec.msgpack.encode(DetectorState(
-            params=self.params, active=list(s.active.values()), retained=list(s.retained.values()),
+            params=self.params, active=active, retained=retained,
             baseline=self._baseline, rates=self._rates, changes=self._changes, alerts=self._alerts, df=self._df,
             by_key=s.by_key, tickets=s.tickets, ticket_times=list(s.ticket_times), now=self._now,
             next_sweep=self._next_sweep, next_live=self._next_live, dirty=list(self._dirty), outbox=self._outbox,
+            exact=list(s.exact.items()), episodes=list(self._episodes), stale_events=self.stale_events,
+            links=self._links,
+            feedback_offsets=[utc_offset(n) for n in feedback_notes(active, retained, self._outbox)],
         ))  # fmt: skip
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> RecurringIncidentDetector:
         """A detector in exactly the state :meth:`snapshot` captured (validated while decoding)."""
         snap = msgspec.msgpack.decode(data, type=DetectorState)
+        restore_offsets(feedback_notes(snap.active, snap.retained, snap.outbox), snap.feedback_offsets)
         det = cls(**snap.params)
-        det._store.restore(snap.active, snap.retained, snap.by_key, snap.tickets, snap.ticket_times)
-        det._episodes = {g.gid: None for g in (*snap.active, *snap.retained) if g.in_episode}
+        det._store.restore(snap.active, snap.retained, snap.by_key, snap.tickets, snap.ticket_times, snap.exact)
+        # the order episodes are swept in is the order their ends feed the background rates
+        episodes = snap.episodes
+        if episodes is None:  # an older snapshot: the groups' order is the best guess
+            episodes = [g.gid for g in (*snap.active, *snap.retained) if g.in_episode]
+        det._episodes = dict.fromkeys(episodes)
+        det.stale_events, det._links = snap.stale_events, snap.links
         det._baseline, det._rates, det._changes, det._alerts = snap.baseline, snap.rates, snap.changes, snap.alerts
         det._df, det._now, det._next_sweep, det._next_live = snap.df, snap.now, snap.next_sweep, snap.next_live
         det._dirty, det._outbox = dict.fromkeys(snap.dirty), snap.outbox

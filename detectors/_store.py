@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta, timezone
 from typing import Any
 
 import msgspec
 
-from opsintel.problems import ProblemRecord
+from opsintel.problems import FeedbackNote, ProblemRecord
 
 from . import _text
 from ._evidence import ContextIndex
@@ -140,13 +141,22 @@ class GroupStore:
             del self.exact[g.rep]
 
     def restore(self, active: list[Group], retained: list[Group], by_key: dict[str, list[str]],
-                tickets: dict[str, str], ticket_times: list[tuple[float, str]]) -> None:  # fmt: skip
-        """Load the state a snapshot captured (``exact`` is rebuilt: the newest seed wins)."""
+                tickets: dict[str, str], ticket_times: list[tuple[float, str]],
+                exact: list[tuple[tuple[str, ...], str]] | None) -> None:  # fmt: skip
+        """Load the state a snapshot captured.
+
+        ``exact`` is restored as saved: rebuilding it from the groups cannot be exact (a dropped
+        newest seed leaves no entry for its context, and seeds created at the same instant tie).
+        Only a snapshot from before it was saved (``None``) rebuilds it: the newest seed wins.
+        """
         self.active = {g.gid: g for g in active}
         self.retained = {g.gid: g for g in retained}
-        for g in sorted((*active, *retained), key=lambda g: g.created):
-            if g.keys:
-                self.exact[g.rep] = g.gid
+        if exact is not None:
+            self.exact = dict(exact)
+        else:
+            for g in sorted((*active, *retained), key=lambda g: g.created):
+                if g.keys:
+                    self.exact[g.rep] = g.gid
         self.by_key, self.tickets, self.ticket_times = by_key, tickets, deque(ticket_times)
 
 
@@ -169,3 +179,35 @@ class DetectorState(msgspec.Struct):
     next_live: float
     dirty: list[str]
     outbox: list[ProblemRecord] = msgspec.field(default_factory=list)
+    #: ``GroupStore.exact`` as (context, group id) pairs (``None``: an older snapshot, rebuilt)
+    exact: list[tuple[tuple[str, ...], str]] | None = None
+    #: groups with an open episode, in the order they opened (``None``: an older snapshot)
+    episodes: list[str] | None = None
+    stale_events: int = 0
+    links: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
+    #: UTC offset (microseconds) of each feedback note's ``at``, in :func:`feedback_notes` order:
+    #: msgpack keeps the instant of an aware datetime but not its offset
+    feedback_offsets: list[int | None] = msgspec.field(default_factory=list)
+
+
+def feedback_notes(active: list[Group], retained: list[Group], outbox: list[ProblemRecord]) -> Iterator[FeedbackNote]:
+    """The feedback notes a snapshot holds, in a fixed order (groups, then unsent records)."""
+    for g in (*active, *retained):
+        if g.feedback is not None:
+            yield g.feedback
+    for rec in outbox:
+        if rec.feedback is not None:
+            yield rec.feedback
+
+
+def utc_offset(note: FeedbackNote) -> int | None:
+    """``note.at``'s UTC offset in microseconds (``None``: no time, or a naive one)."""
+    off = note.at.utcoffset() if note.at is not None else None
+    return None if off is None else off // timedelta(microseconds=1)
+
+
+def restore_offsets(notes: Iterator[FeedbackNote], offsets: list[int | None]) -> None:
+    """Give each decoded note's ``at`` back the offset it had when the snapshot was taken."""
+    for note, off in zip(notes, offsets, strict=False):
+        if off and note.at is not None and note.at.tzinfo is not None:
+            note.at = note.at.astimezone(timezone(timedelta(microseconds=off)))
