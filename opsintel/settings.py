@@ -69,7 +69,9 @@ class Settings(BaseSettings):
 
     # --- worker --------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="OPSINTEL_DATA_DIR: local state (chDB, Faust tables).")
-    batch_size: int = Field(5000, ge=1, description="OPSINTEL_BATCH_SIZE: events per ClickHouse insert.")
+    batch_size: int = Field(
+        10000, ge=1, description="OPSINTEL_BATCH_SIZE: events per batch (one insert and checkpoint per batch)."
+    )
     batch_seconds: float = Field(
         1.0, gt=0, description="OPSINTEL_BATCH_SECONDS: flush a partial batch after this long."
     )
