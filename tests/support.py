@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+from opsintel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -66,3 +71,22 @@ def wait_until(predicate, timeout: float = 120.0, interval: float = 0.5, message
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings a worker started with ``env`` uses."""
+    return Settings(**{k[len("OPSINTEL_"):].lower(): v for k, v in env.items() if k.startswith("OPSINTEL_")})
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r)
+
+
+def drain(settings: Settings, timeout: float = 180, extra_topics: Iterable[str] = ()) -> None:
+    """Wait until the worker's group has committed every offset of the input topics."""
+    from streams.ingest import INPUT_TOPICS, OffsetProgress
+
+    topics = [settings.topic(t) for t in (*INPUT_TOPICS, *extra_topics)]  # type: ignore[arg-type]
+    with OffsetProgress(settings, topics) as progress:
+        wait_until(lambda: progress.remaining() == 0, timeout=timeout, message="worker to commit every offset")

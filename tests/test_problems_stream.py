@@ -3,21 +3,17 @@ a problem manager's decision applied back through the feedback topic."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections import defaultdict
-from typing import Any
 
 import pytest
 
 from detectors import RecurringIncidentDetector
 from opsintel.cli import main as cli
 from opsintel.problems import ProblemRecord, decode_problem
-from opsintel.settings import Settings
 from sinks.clickhouse import ClickHouseStore
 from streams.adapters import read_events
-from streams.ingest import INPUT_TOPICS, Ingestor, OffsetProgress
-from tests.support import SHARED_DATA, WorkerProcess, wait_until
+from streams.ingest import Ingestor
+from tests.support import SHARED_DATA, WorkerProcess, drain, get_json, settings_of, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,18 +22,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LOG = SHARED_DATA / "servicenow" / "incident_event_log.csv.gz"
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(**{k[len("OPSINTEL_"):].lower(): v for k, v in env.items() if k.startswith("OPSINTEL_")})
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.load(r)
 
 
-def drain(settings: Settings) -> None:
-    with OffsetProgress(settings, [settings.topic(t) for t in (*INPUT_TOPICS, "feedback")]) as progress:
-        wait_until(lambda: progress.remaining() == 0, timeout=600, message="worker to commit every offset")
 
 
 def offline_replay(partition_of: dict[str, int]) -> dict[str, ProblemRecord]:
@@ -65,7 +53,7 @@ def test_stream_raises_the_same_problems_as_an_offline_replay_and_applies_feedba
         ingestor.ingest("servicenow-csv", [LOG])
     finally:
         ingestor.close()
-    drain(settings)
+    drain(settings, timeout=600, extra_topics=["feedback"])
 
     streamed = {r["problem_id"]: r for r in get_json(f"{worker.url}/api/problems?limit=1000")}
     assert streamed, "the demo slice should raise at least one recurring problem"

@@ -36,11 +36,10 @@ from typing import Any
 import pytest
 
 from opsintel.events import TicketEvent, encode
-from opsintel.settings import Settings
 from sinks.clickhouse import TABLES
 from streams.adapters import read_events
 from streams.ingest import INPUT_TOPICS, Ingestor, OffsetProgress, ensure_topics
-from tests.support import ROOT, SHARED_DATA, WorkerProcess, free_port, wait_until
+from tests.support import ROOT, SHARED_DATA, WorkerProcess, free_port, get_json, settings_of, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,8 +54,6 @@ FAST_REJOIN = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(**{k[len("OPSINTEL_"):].lower(): v for k, v in env.items() if k.startswith("OPSINTEL_")})
 
 
 def variant(env: dict[str, str], folder: Path, group: str | None = None, **extra: str) -> dict[str, str]:
@@ -159,9 +156,6 @@ def count_rows(path: Path) -> int:
         return sum(1 for _ in f) - 1
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.load(r)
 
 
 def metric(url: str, name: str) -> float:

@@ -24,7 +24,7 @@ from opsintel.settings import Settings
 from sinks.clickhouse import ClickHouseStore, queries
 from sinks.exceptions import SinkError
 from streams.ingest import INPUT_TOPICS, Ingestor, OffsetProgress
-from tests.support import ROOT, WorkerProcess, free_port, wait_until
+from tests.support import ROOT, WorkerProcess, free_port, settings_of, wait_until
 
 #: strings that break naively built SQL (quotes, comments, statement ends, backslashes, the store's
 #: own ``{db}`` placeholder and parameter syntax, a NUL, and unusual unicode)
@@ -48,8 +48,6 @@ FILE_SECRET = "clickhouse-s3cret-Lm4"  # via OPSINTEL_CLICKHOUSE_PASSWORD_FILE
 DSN_SECRET = "dsn-s3cret-Xy2"  # written into the DSN itself, as people do
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(**{k[len("OPSINTEL_"):].lower(): v for k, v in env.items() if k.startswith("OPSINTEL_")})
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:

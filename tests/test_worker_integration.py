@@ -9,33 +9,23 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from opsintel.events import TicketEvent
-from opsintel.settings import Settings
 from streams.adapters import read_events
-from streams.ingest import INPUT_TOPICS, Ingestor, OffsetProgress, ensure_topics
-from tests.support import ROOT, WorkerProcess, wait_until
+from streams.ingest import Ingestor, ensure_topics
+from tests.support import ROOT, WorkerProcess, drain, get_json, settings_of
 
 pytestmark = pytest.mark.integration
 
 SLICE = ROOT / "deploy" / "demo-data" / "servicenow_slice.csv.gz"
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(**{k[len("OPSINTEL_"):].lower(): v for k, v in env.items() if k.startswith("OPSINTEL_")})
 
 
-def drain(settings: Settings, timeout: float = 180) -> None:
-    with OffsetProgress(settings, [settings.topic(t) for t in INPUT_TOPICS]) as progress:
-        wait_until(lambda: progress.remaining() == 0, timeout=timeout, message="worker to commit every offset")
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.load(r)
 
 
 def expected_incidents(path: Path) -> tuple[int, Counter[str], Counter[str]]:
