@@ -116,7 +116,10 @@ class PartitionedDetector:
         whatever the batch boundaries were - after a crash and replay, or on another worker.
         """
         updates: list[ProblemRecord] = []
-        for event, msg in zip(events, messages, strict=True):
+        # a batch taken across a rebalance can hold a partition's redelivered messages after newer
+        # ones: feed each partition in offset order, so the skip below only ever skips what was learned
+        ordered = sorted(zip(events, messages, strict=True), key=lambda em: (em[1].partition, em[1].offset))
+        for event, msg in ordered:
             entry = await self._get(msg.partition)
             if msg.offset < entry.positions.get(msg.topic, 0):
                 continue  # already in this partition's state (a replay after a crash)
