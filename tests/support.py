@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -12,6 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import SecretStr
+
+from opsintel.cli import build_parser
 from opsintel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,3 +95,18 @@ def drain(settings: Settings, timeout: float = 180, extra_topics: Iterable[str] 
     topics = [settings.topic(t) for t in (*INPUT_TOPICS, *extra_topics)]  # type: ignore[arg-type]
     with OffsetProgress(settings, topics) as progress:
         wait_until(lambda: progress.remaining() == 0, timeout=timeout, message="worker to commit every offset")
+
+
+#: every ``OPSINTEL_*`` variable the worker reads, and the ``*_FILE`` forms of its secrets
+SETTING_VARS = {f"OPSINTEL_{name.upper()}" for name in Settings.model_fields}
+SECRET_FILE_VARS = {
+    f"OPSINTEL_{name.upper()}_FILE" for name, info in Settings.model_fields.items() if info.annotation is SecretStr
+}
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    """``opsintel ARGV`` as the real CLI parses it; argparse's exit becomes a readable failure."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`opsintel {' '.join(argv)}` is rejected by the CLI (see the captured stderr)")

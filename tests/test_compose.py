@@ -7,7 +7,6 @@ the Dockerfile, the Helm chart and deploy/kafka.sh.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -18,27 +17,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import SecretStr
 
-from opsintel.cli import build_parser
 from opsintel.settings import Settings
+from tests.support import SECRET_FILE_VARS, SETTING_VARS, parse_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 CHART = ROOT / "helm" / "opsintel"
 OPSINTEL_SERVICES = ("migrate", "worker", "ingest")
-SETTING_VARS = {f"OPSINTEL_{name.upper()}" for name in Settings.model_fields}
-SECRET_FILE_VARS = {
-    f"OPSINTEL_{name.upper()}_FILE" for name, info in Settings.model_fields.items() if info.annotation is SecretStr
-}
-
-
-def parse_cli(argv: list[str]) -> argparse.Namespace:
-    """``opsintel ARGV`` as the real CLI parses it; argparse's exit becomes a readable failure."""
-    try:
-        return build_parser().parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"`opsintel {' '.join(argv)}` is rejected by the CLI (see the captured stderr)")
 
 
 def interpolate(value: Any) -> Any:

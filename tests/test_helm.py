@@ -9,7 +9,6 @@ binary fails these tests rather than skipping them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -23,10 +22,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from pydantic import SecretStr
 
-from opsintel.cli import build_parser
 from opsintel.settings import Settings
+from tests.support import SECRET_FILE_VARS, SETTING_VARS, parse_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "opsintel"
@@ -38,19 +36,6 @@ FULLNAME = f"{RELEASE}-opsintel"
 #: kinds whose schema is a CRD that kubernetes-validate does not ship; checked field by field below
 CRD_KINDS = {"ServiceMonitor"}
 #: variables the chart sets before the worker reads them; each is pinned by a strict xfail below
-
-SETTING_VARS = {f"OPSINTEL_{name.upper()}" for name in Settings.model_fields}
-SECRET_FILE_VARS = {
-    f"OPSINTEL_{name.upper()}_FILE" for name, info in Settings.model_fields.items() if info.annotation is SecretStr
-}
-
-
-def parse_cli(argv: list[str]) -> argparse.Namespace:
-    """``opsintel ARGV`` as the real CLI parses it; argparse's exit becomes a readable failure."""
-    try:
-        return build_parser().parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"`opsintel {' '.join(argv)}` is rejected by the CLI (see the captured stderr)")
 
 
 # --- helm ------------------------------------------------------------------------------------------
