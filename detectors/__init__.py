@@ -13,7 +13,8 @@ same code on the same events.
   :class:`BypassRule` reads a ticket drop against monitoring alerts, and
   :class:`SustainedAnomalyTracker` turns sustained anomalies into :class:`ProblemCandidate` s.
   :class:`RecordBreakDetector` (the default trend detector) scores how far a value breaks the
-  series' records, in value and in residual against that baseline (best NAB score here).
+  series' records, in value, in residual against that baseline and for its block of the day
+  (best NAB score here).
   The baselines they are benchmarked against (``opsintel eval nab``) share their API.
 * :class:`TrendMonitor` is the stream stage around them: event-time interval buckets per service
   and metric (ticket volume, resolution time, SLA breaches, bounces, reopens, alerts), a detector

@@ -171,8 +171,11 @@ def test_record_break_flags_new_extremes_and_seasonal_records_only() -> None:
     t, x = ticket_volume(days=21)
     det = RecordBreakDetector()
     scores = det.score_learn_many(x, t)
-    # two weeks in, noise rarely breaks a record, and then only barely
-    assert (scores[24 * 14:] > 0.0).sum() <= 3 and scores[24 * 14:].max() < 0.05
+    # two weeks in, noise rarely breaks a record, and then only barely (the records of a
+    # four-hour block of the day break a few more times than the all-time ones, far below an alert)
+    late = scores[24 * 14:]
+    assert (late > 0.0).sum() <= 6 and late.max() < 0.05
+    assert not (late >= det.alert_exceedance / (1.0 + det.alert_exceedance)).any()
     ts = t[-1] + HOUR
     assert det.score_one(x.max() + 10, ts) > 0.1           # a new all-time high
     # a daytime level at night is inside the all-time range, but a record for a night hour
@@ -202,6 +205,27 @@ def test_record_break_verdict_explains_the_band_and_direction() -> None:
     assert abs(normal.expected - truth(ts)) < 5.0
 
 
+def test_record_break_alerts_once_per_quiet_period() -> None:
+    t, x = square_days(days=4)
+    i = 3 * 288 + 100
+    x[i], x[i + 4] = 150.0, 200.0                        # two new highs 20 minutes apart
+    quiet = RecordBreakDetector().score_learn_many(x, t)
+    loud = RecordBreakDetector(quiet_s=0.0).score_learn_many(x, t)
+    assert quiet[i] == loud[i] > 0.3
+    assert quiet[i + 4] == 0.0 < loud[i + 4]               # inside the hour after the alert
+    later = RecordBreakDetector()
+    y = x.copy()
+    y[i + 13] = 250.0                                      # 65 minutes after the alert: scored
+    assert later.score_learn_many(y, t)[i + 13] > 0.1
+    # the quiet period is state learnt with the points, not with the scores
+    det = RecordBreakDetector()
+    det.learn_many(x[:i + 1], t[:i + 1])
+    assert det.score_one(x[i + 4], t[i + 4]) == 0.0
+    back = RecordBreakDetector().restore(json.loads(json.dumps(det.snapshot())))
+    assert back.score_one(x[i + 4], t[i + 4]) == 0.0 and back.score_one(x[i + 4], t[i] + 3600.0) > 0.0
+
+
+
 def test_record_break_snapshot_is_json_and_scores_zero_while_cold() -> None:
     t, x = ticket_volume(days=3)
     det = RecordBreakDetector(warmup=50)
@@ -211,6 +235,53 @@ def test_record_break_snapshot_is_json_and_scores_zero_while_cold() -> None:
     probe = [x.max() + 5, x.min() - 5, x[7]]
     np.testing.assert_array_equal(back.score_many(probe, [t[-1] + HOUR] * 3),
                                   det.score_many(probe, [t[-1] + HOUR] * 3))
+
+
+def square_days(days: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """5-minute values: 20 at night, 80 from 08:00 to 18:00 (NAB's ``art_daily`` shape), noise 2."""
+    t = 1.6e9 - 1.6e9 % 86_400 + np.arange(days * 288) * 300.0
+    hour = (t % 86_400) / HOUR
+    return t, np.where((hour >= 8) & (hour < 18), 80.0, 20.0) + np.random.default_rng(seed).normal(0, 2, t.size)
+
+
+def test_record_break_block_records_flag_a_value_out_of_place_for_its_time_of_day() -> None:
+    # a flat 50 in the afternoon is inside the all-time range and the seasonal baseline cannot
+    # follow the square shape tightly, but every afternoon so far was >= 70: a block record
+    t, x = square_days(days=8)
+    afternoon = slice(7 * 288 + 14 * 12, 7 * 288 + 17 * 12)  # day 8, 14:00-17:00
+    x[afternoon] = 50.0
+    with_blocks = RecordBreakDetector().score_learn_many(x, t)
+    without = RecordBreakDetector(blocks=0).score_learn_many(x, t)
+    first = afternoon.start
+    assert with_blocks[first] > 0.05 and without[first] < 0.02
+    # one alert for the episode: once 50 is this block's low record it is no longer a record
+    assert (with_blocks[first + 1:afternoon.stop] > 0.0).sum() == 0
+    # the block records score only once ``block_days`` days have passed: on day 2 the detector
+    # scores as it does without them
+    y = x[:2 * 288].copy()
+    y[288 + 14 * 12] = 50.0
+    np.testing.assert_array_equal(RecordBreakDetector().score_learn_many(y, t[:2 * 288]),
+                                  RecordBreakDetector(blocks=0).score_learn_many(y, t[:2 * 288]))
+
+
+def test_record_break_block_records_need_timestamps_and_survive_json_snapshots() -> None:
+    t, x = square_days(days=5)
+    det = RecordBreakDetector()
+    det.learn_many(x, t)
+    probe_t = [t[-1] + 300.0 + 14 * HOUR] * 3                # next day, 14:00 (a high block)
+    probe = [50.0, 79.0, 20.0]
+    back = RecordBreakDetector().restore(json.loads(json.dumps(det.snapshot())))
+    np.testing.assert_array_equal(back.score_many(probe, probe_t), det.score_many(probe, probe_t))
+    assert det.score_many(probe, probe_t)[0] > 0.0 and det.score_many(probe, probe_t)[1] == 0.0
+    assert det.score_many(probe).tolist() == [0.0, 0.0, 0.0]  # no time of day, no block records
+    v = det.verdict_one(50.0, probe_t[0])
+    assert v is not None and v.is_anomaly and v.band[0] > 50.0
+    # a state saved before the block records existed restores; its block records start afresh
+    old = {k: v for k, v in det.snapshot().items() if k not in ("t0", "block_lo", "block_hi", "block_seen")}
+    legacy = RecordBreakDetector().restore(old)
+    assert legacy.score_many(probe, probe_t)[0] == 0.0
+    assert legacy.score_one(200.0, probe_t[0]) == det.score_one(200.0, probe_t[0]) > 0.5  # value records kept
+
 
 
 # -- signals -----------------------------------------------------------------------------------
