@@ -2,14 +2,18 @@
 
 A mixin of :class:`~detectors.RecurringIncidentDetector` (the rule itself is
 :mod:`detectors._raise_rule`). A problem keeps its id for good; it links incidents only while an
-episode is open, from the raise (the burst's incidents still in the window are linked then)
-until its window count falls back to the level it is judged against. Incidents that join
-between episodes are *pending*: linked if a new episode opens within the window, else forgotten
-(they are the signature's ordinary traffic, not part of the problem).
+episode is open, from the raise (the burst's incidents still in the window are linked then;
+after a short-burst raise only those of the short span) until its window count falls back to
+the level it is judged against. Incidents that join between episodes are *pending*: linked if a
+new episode opens within the window, else forgotten (they are the signature's ordinary traffic,
+not part of the problem). An episode links at most ``max_episode_links`` incidents (the newest
+pending ones at the raise, then the first to arrive); the rest of a surge is counted in the
+window (``overflow``), not linked, and not kept.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 
 from opsintel.problems import ProblemRecord, ProblemStatus
@@ -33,6 +37,8 @@ class EpisodeMixin:
     _window: float
     _warmup: float
     _next_live: float
+    _max_episode_links: int
+    _burst_span: float
     _outbox: list[ProblemRecord]
 
     def _record(self, g: Group) -> ProblemRecord:
@@ -43,7 +49,11 @@ class EpisodeMixin:
         n = self._window_count(g)
         g.peak = max(g.peak, n)
         if g.in_episode:
-            self._link(g, tid, m)
+            if g.episode_linked < self._max_episode_links:
+                self._link(g, tid, m)
+            else:  # a surge, not "a handful": counted in the window, not linked, not kept
+                g.overflow += 1
+                g.remove_member(tid, self._targets)
             self._dirty[g.gid] = None
             return
         g.pending.append(tid)
@@ -51,12 +61,28 @@ class EpisodeMixin:
             if self.rule.materially_changed(n, g.decision_count):
                 g.status = ProblemStatus.CANDIDATE.value
                 self._begin_episode(g)
-        elif (n >= self.rule.min_count and self._rates.watched(self._now, g.sig) >= self._warmup
-              and self.rule.is_unusual(n, self._expected(g))):  # fmt: skip
-            g.status = g.status or ProblemStatus.CANDIDATE.value
-            self._begin_episode(g)
+        elif n >= self.rule.min_count and self._rates.watched(self._now, g.sig) >= self._warmup:
+            expected = self._expected(g)
+            if self.rule.is_unusual(n, expected):
+                g.status = g.status or ProblemStatus.CANDIDATE.value
+                self._begin_episode(g)
+            elif since := self._burst_start(g, expected):
+                g.status = g.status or ProblemStatus.CANDIDATE.value
+                self._prune_pending(g, since)  # the window's ordinary traffic before the burst
+                self._begin_episode(g)
         if not g.in_episode and (m0 := g.members.get(g.pending[0])) is not None and m0.t < self._now - self._window:
             self._prune_pending(g)
+
+    def _burst_start(self, g: Group, expected: float) -> float:
+        """Start of the short span if the group's last ``burst_span`` seconds hold a burst, else 0."""
+        span = self._burst_span
+        if span <= 0:
+            return 0.0
+        since = self._now - span
+        k = len(g.times) - bisect.bisect_left(g.times, since)
+        if k >= self.rule.min_count and self.rule.is_burst(k, expected, min(1.0, span / self._window)):
+            return since
+        return 0.0
 
     def _window_count(self, g: Group) -> int:
         """The group's incidents in the window; those that just left it feed its background rate."""
@@ -72,9 +98,10 @@ class EpisodeMixin:
             g.expected = max(g.expected, g.level * math.exp((g.level_at - self._now) / self._rates.tau))
         return g.expected
 
-    def _prune_pending(self, g: Group) -> None:
-        """Forget unlinked members past the window: they will never be linked, keep no signals."""
-        cutoff, k = self._now - self._window, 0
+    def _prune_pending(self, g: Group, cutoff: float = 0.0) -> None:
+        """Forget unlinked members opened before ``cutoff`` (default: past the window): they will
+        never be linked, keep no signals."""
+        cutoff, k = cutoff or self._now - self._window, 0
         for k, tid in enumerate(g.pending):  # noqa: B007 (k is used after the loop)
             m = g.members.get(tid)
             if m is not None and m.t >= cutoff:
@@ -90,12 +117,15 @@ class EpisodeMixin:
             return
         g.in_episode, g.episode_start = True, self._now
         g.episode += 1
+        g.episode_linked = g.overflow = 0
         g.raised_at = g.raised_at or self._now
         self._episodes[g.gid] = None
-        for tid in g.pending:
-            m = g.members.get(tid)
-            if m is not None:
-                self._link(g, tid, m)
+        pending = [tid for tid in g.pending if tid in g.members]
+        g.overflow = max(0, len(pending) - self._max_episode_links)
+        for tid in pending[: g.overflow]:  # past the cap: the oldest go, the newest (the burst) are linked
+            g.remove_member(tid, self._targets)
+        for tid in pending[g.overflow :]:
+            self._link(g, tid, g.members[tid])
         g.pending = []
         self._dirty[g.gid] = None
 
@@ -112,6 +142,9 @@ class EpisodeMixin:
             m.linked_at = max(self._now, m.t)
             g.count_in(m, self._targets)
         g.linked += 1
+        g.episode_linked += 1
+        if g.excluded and ticket_id in g.excluded:  # moved back by a human decision: linked again
+            g.excluded.remove(ticket_id)
         if self._record_links:
             self._links.append((ticket_id, g.gid, m.linked_at))
 

@@ -62,6 +62,8 @@ class FeedbackMixin(EpisodeMixin):
         for tid in list(src.members):
             m = src.remove_member(tid, self._targets)
             assert m is not None
+            if m.linked_at:  # its link to ``src`` ends (the record says so: ``unlinked_incident_ids``)
+                src.excluded.append(tid)
             dst.add_member(tid, m, self._targets)
             self._store.tickets[tid] = dst.gid
             dst.add_time(m.t)
@@ -98,7 +100,7 @@ class FeedbackMixin(EpisodeMixin):
                 g.pending.remove(tid)
             elif m.linked_at:
                 g.linked -= 1
-            g.excluded.append(tid)
+                g.excluded.append(tid)
             g.count -= 1
             target.add_member(tid, m, self._targets)
             target.add_time(m.t)

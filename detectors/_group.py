@@ -80,7 +80,7 @@ class Group(msgspec.Struct, kw_only=True):
     raised_at: float = 0.0
     decision_count: int = 0  #: window count when rejected / resolved (for "changed materially")
     merged_into: str = ""
-    excluded: list[str] = msgspec.field(default_factory=list)
+    excluded: list[str] = msgspec.field(default_factory=list)  #: linked incidents a human moved out (split, merge)
     feedback: FeedbackNote | None = None
     sig: str = ""  #: key of the background rate this group is judged against
     linked: int = 0  #: incidents ever linked to the problem (its ``incident_count``)
@@ -92,6 +92,8 @@ class Group(msgspec.Struct, kw_only=True):
     level: float = 0.0  #: the window count an ended episode had become usual at (decays)
     level_at: float = 0.0
     episodes: list[tuple[float, float, int]] = msgspec.field(default_factory=list)  #: closed (start, end, linked)
+    episode_linked: int = 0  #: incidents linked in the open (else the last) episode
+    overflow: int = 0  #: incidents of the open (else the last) episode past its link cap: counted, not linked
 
     def count_in_window(self, now: float, window: float) -> int:
         """Incidents opened within ``(now - window, now]``; prunes older times."""

@@ -7,7 +7,8 @@ signature's history, and so many would happen by chance at most ``alpha`` of the
 expected count comes from :class:`BackgroundRates` (the signature's incidents *before* the
 window, decayed over ``baseline_windows`` windows, against the time it has been watched); where
 that history is short, its service's usual group count (:class:`ServiceBaseline`, learned from
-expired and live groups) stands in, weighted as a quarter window of evidence. A signature is
+expired and live groups) stands in, weighted as a quarter window of evidence at first and
+fading with the time the signature has been watched (``window / watched``). A signature is
 not judged until it has been watched for two windows (``warmup``; one window of history before
 the window judged): before that every busy signature looks new, and in the ServiceNow log most
 symptom codes first appear, already busy, ten days in.
@@ -26,6 +27,22 @@ Why these defaults, from the ServiceNow log:
   Its volume anomalies are the trend detector's job (per service and metric);
 * ``min_count = 3``: the ITIL rule of thumb, "three similar incidents make a problem".
 
+A recurrence is often concentrated in time: a handful of incidents within a day or two, inside a
+signature that sees a few a week. Counted over a whole window it drowns in that week's ordinary
+traffic; counted over the last ``burst_hours`` (default 48) against the same expectation scaled
+down to that span, it stands out. So a group is also raised when its count over the short span
+passes the same test (``min_count``, ``baseline_factor``, the negative binomial) at the stricter
+``burst_alpha`` (default ``alpha / 10``: the short span is tested more often, and day-to-day
+counts are burstier than week-to-week ones). ``max_expected`` still applies to the *window*
+expectation: a busy signature stays the trend detector's business at every time scale. A group
+raised this way links only the incidents of the short span (the burst), not the window's
+ordinary traffic before it.
+
+An episode links at most ``max_episode_links`` incidents (default 25; the detector's
+parameter): a problem is "a handful of incidents sharing a cause", and a signature whose rate
+genuinely jumped (a surge of 50-200 a week) would otherwise link hundreds of routine incidents
+to one record. The rest of the episode is counted (record details ``overflow``), not linked.
+
 An **episode** is the stretch during which the group stays elevated: it opens when the group
 is raised and closes when the window count falls below halfway between the usual level and the
 raise threshold (``still_elevated``), the usual level now counting the current window too, so a
@@ -41,6 +58,8 @@ or resolved group is raised again only when it changes materially: its window co
 (False, True)
 >>> rule.is_unusual(100, expected=30.0)  # a busy signature: not a problem however it bursts
 False
+>>> rule.is_unusual(9, expected=4.0), rule.is_burst(9, window_expected=4.0, share=2 / 7)
+(False, True)
 >>> rule.still_elevated(2, expected=0.1), rule.still_elevated(1, expected=0.1)
 (True, False)
 >>> rule.materially_changed(count_in_window=7, count_at_rejection=4)
@@ -104,14 +123,15 @@ class RaiseRule(msgspec.Struct, frozen=True, kw_only=True):
     alpha: float = 0.001
     dispersion: float = 6.0
     max_expected: float = 10.0
+    burst_alpha: float = 0.0001
 
     def __post_init__(self) -> None:
         if self.min_count < 2:
             raise ValueError("min_count must be >= 2 (a problem links more than one incident)")
         if self.baseline_factor < 1 or self.reraise_factor < 1:
             raise ValueError("baseline_factor and reraise_factor must be >= 1")
-        if not 0 < self.alpha <= 1 or self.dispersion <= 0 or self.max_expected <= 0:
-            raise ValueError("alpha must be in (0, 1], dispersion and max_expected > 0")
+        if not 0 < self.alpha <= 1 or not 0 < self.burst_alpha <= 1 or self.dispersion <= 0 or self.max_expected <= 0:
+            raise ValueError("alpha and burst_alpha must be in (0, 1], dispersion and max_expected > 0")
 
     def threshold(self, expected: float) -> float:
         """Incidents in window needed (before the chance test) when ``expected`` are usual."""
@@ -123,6 +143,15 @@ class RaiseRule(msgspec.Struct, frozen=True, kw_only=True):
             expected <= self.max_expected
             and count >= self.threshold(expected)
             and nbinom_sf(count, expected, self.dispersion, stop_above=self.alpha) <= self.alpha
+        )
+
+    def is_burst(self, count: int, window_expected: float, share: float) -> bool:
+        """Whether ``count`` incidents within a span ``share`` of the window are a short burst."""
+        expected = window_expected * share
+        return (
+            window_expected <= self.max_expected
+            and count >= self.threshold(expected)
+            and nbinom_sf(count, expected, self.dispersion, stop_above=self.burst_alpha) <= self.burst_alpha
         )
 
     def still_elevated(self, count: int, expected: float) -> bool:
@@ -182,11 +211,11 @@ class BackgroundRates(msgspec.Struct, kw_only=True):
     >>> for day in range(28):  # 5 incidents a day for 4 weeks, all before the window
     ...     for _ in range(5):
     ...         rates.add("Sig", day * 86400.0)
-    >>> round(rates.expected("Sig", 5 * week, prior=1.0))  # 35 a week, pulled towards the prior
-    31
+    >>> round(rates.expected("Sig", 5 * week, prior=1.0))  # 35 a week, pulled a little towards the prior
+    34
     >>> rates.seen("Rare", 0.0)
     >>> round(rates.expected("Rare", 5 * week, prior=1.0), 2), rates.expected("New", 5 * week, prior=1.0)
-    (0.2, 1.0)
+    (0.02, 1.0)
     """
 
     window: float
@@ -237,4 +266,9 @@ class BackgroundRates(msgspec.Struct, kw_only=True):
             exposure = self.tau / self.window * (math.exp(-self.window / self.tau) - math.exp(-span / self.tau))
         if in_window >= 0:
             c, exposure = c + in_window, exposure + min(1.0, span / self.window)
-        return (c + prior * self.prior_weight) / (exposure + self.prior_weight)
+        # the prior stands in where history is short: its weight fades with the time watched
+        # (the decayed exposure alone saturates near tau / window, so a quarter window of prior
+        # would stay ~7 % of the expectation for good: a rare signature in a busy service was
+        # expected at ~1 a window however long it had stayed quiet)
+        w = self.prior_weight * (self.window / span if span > self.window else 1.0)
+        return (c + prior * w) / (exposure + w)

@@ -97,12 +97,14 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
     label = " / ".join(dict.fromkeys(shared[f] for f in _TITLE_ORDER if f in shared))
     if top_terms:
         label = f"{label}: {' '.join(top_terms[:4])}" if label else " ".join(top_terms[:4])
+    # an episode past its link cap: say how many more came (counted, not linked)
+    surge = f" (+{g.overflow} more in a surge, not linked)" if g.overflow else ""
     return ProblemRecord(
         problem_id=g.gid,
         kind="recurring",
         version=g.version,
         status=ProblemStatus(g.status),
-        title=f"{g.linked} similar incidents" + (f": {label}" if label else ""),
+        title=f"{g.linked} similar incidents{surge}" + (f": {label}" if label else ""),
         first_seen=to_dt(g.first),
         last_seen=to_dt(g.last),
         raised_at=to_dt(g.raised_at or ctx.now),
@@ -113,6 +115,7 @@ def build_record(g: Group, ctx: RecordContext) -> ProblemRecord:
         category=rep["category"],
         incident_ids=ids[-ctx.max_ids :],
         incident_count=g.linked,
+        unlinked_incident_ids=g.excluded[-ctx.max_ids :],
         why=why,
         suspect_change=suspect_change(
             ctx.changes, g.named_changes, rep["ci"], rep["service"], g.first, ctx.change_lookback
@@ -133,6 +136,8 @@ def _episode_details(g: Group) -> dict[str, object]:
         "members_tracked": len(g.members),
         "episode": g.episode,
         "episode_open": g.in_episode,
+        "episode_linked": g.episode_linked,
+        "overflow": g.overflow,
         "episode_started": to_dt(g.episode_start).isoformat() if g.episode else "",
         "closed_episodes": [
             {"start": to_dt(a).isoformat(), "end": to_dt(b).isoformat(), "linked": n} for a, b, n in g.episodes

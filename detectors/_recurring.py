@@ -47,6 +47,11 @@ class RecurringIncidentDetector(FeedbackMixin):
         Minimum similarity (0..1) for an incident to join a group, else it seeds a new one.
     min_count, baseline_factor, reraise_factor, alpha, dispersion, max_expected
         The raise rule (:class:`~detectors._raise_rule.RaiseRule`).
+    burst_hours, burst_alpha
+        The short-burst test: a group is also raised when its last ``burst_hours`` hold a burst
+        at chance ``burst_alpha`` (default ``alpha / 10``); 0 hours disables it.
+    max_episode_links
+        Incidents one episode links at most (a surge beyond is counted, not linked).
     baseline_windows
         Memory of a signature's background rate, in windows (the decay time constant).
     warmup_hours
@@ -96,6 +101,9 @@ class RecurringIncidentDetector(FeedbackMixin):
         alpha: float = 0.001,
         dispersion: float = 6.0,
         max_expected: float = 10.0,
+        burst_hours: float = 48.0,
+        burst_alpha: float | None = None,
+        max_episode_links: int = 25,
         baseline_windows: float = 4.0,
         warmup_hours: float | None = None,
         field_weights: Mapping[str, float] | None = None,
@@ -113,11 +121,15 @@ class RecurringIncidentDetector(FeedbackMixin):
             raise ValueError("window_hours must be > 0 and similarity_threshold in (0, 1]")
         if max_candidates < 1 or max_members < 1 or memory_windows < 1 or baseline_windows <= 0:
             raise ValueError("max_candidates, max_members, memory_windows must be >= 1, baseline_windows > 0")
+        if max_episode_links < 1 or burst_hours < 0:
+            raise ValueError("max_episode_links must be >= 1 and burst_hours >= 0")
+        burst_alpha = alpha / 10 if burst_alpha is None else burst_alpha
         warmup_hours = 2 * window_hours if warmup_hours is None else warmup_hours
         self.params: dict[str, Any] = {
             "window_hours": window_hours, "similarity_threshold": similarity_threshold,
             "min_count": min_count, "baseline_factor": baseline_factor, "reraise_factor": reraise_factor,
             "alpha": alpha, "dispersion": dispersion, "max_expected": max_expected,
+            "burst_hours": burst_hours, "burst_alpha": burst_alpha, "max_episode_links": max_episode_links,
             "baseline_windows": baseline_windows, "warmup_hours": warmup_hours,
             "field_weights": dict(field_weights or {}), "text_weight": text_weight,
             "max_candidates": max_candidates, "max_members": max_members, "max_linked_ids": max_linked_ids,
@@ -128,7 +140,8 @@ class RecurringIncidentDetector(FeedbackMixin):
             "record_links": record_links,
         }  # fmt: skip
         self.rule = RaiseRule(min_count=min_count, baseline_factor=baseline_factor, reraise_factor=reraise_factor,
-                              alpha=alpha, dispersion=dispersion, max_expected=max_expected)  # fmt: skip
+                              alpha=alpha, dispersion=dispersion, max_expected=max_expected,
+                              burst_alpha=burst_alpha)  # fmt: skip
         self._weights = weights_from(field_weights)
         self._threshold = similarity_threshold
         self._text_weight = text_weight
@@ -136,6 +149,8 @@ class RecurringIncidentDetector(FeedbackMixin):
         self._memory = self._window * memory_windows
         self._warmup = warmup_hours * 3600.0
         self._max_members = max_members
+        self._max_episode_links = max_episode_links
+        self._burst_span = burst_hours * 3600.0
         self._targets: dict[int, float] = self.params["resolution_targets_hours"]
         self._record_links = record_links
         lookback = max(change_lookback_hours, alert_lookback_hours) * 3600.0
@@ -204,10 +219,11 @@ class RecurringIncidentDetector(FeedbackMixin):
             rare = _text.rare_keys(vec, self._df)
             self._df = _text.count_df(self._df, vec)
         keys = blocking_keys(ctx, rare)
-        best, best_sim = store.best_match(ctx, keys, vec, self._weights, self._text_weight)
+        sig = signature(ctx)
+        best, best_sim = store.best_match(ctx, keys, vec, self._weights, self._text_weight, sig, self._threshold)
         if best is None or best_sim < self._threshold:
             best = Group(gid=problem_id(ev.source, ev.ticket_id), source=ev.source, rep=ctx, keys=keys,
-                         sig=signature(ctx) or problem_id(ev.source, ev.ticket_id), created=self._now,
+                         sig=sig or problem_id(ev.source, ev.ticket_id), created=self._now,
                          first=opened, last=opened, matches=[0] * len(FIELDS))  # fmt: skip
             store.index(best)
             # a coded signature is watched from its first incident; a text-only group (its own

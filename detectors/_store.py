@@ -53,25 +53,35 @@ class GroupStore:
             g = target
         return g
 
-    def best_match(self, ctx: tuple[str, ...], keys: list[str], vec: dict[int, float],
-                   weights: tuple[float, ...], text_weight: float) -> tuple[Group | None, float]:  # fmt: skip
-        """The most similar group sharing a blocking key with the incident, and its similarity."""
+    def best_match(self, ctx: tuple[str, ...], keys: list[str], vec: dict[int, float], weights: tuple[float, ...],
+                   text_weight: float, sig: str = "", floor: float = 0.0) -> tuple[Group | None, float]:  # fmt: skip
+        """The most similar group sharing a blocking key with the incident, and its similarity.
+
+        A group judged against the incident's own signature ``sig`` scores at least ``floor``: an
+        incident with the same coded cause fields always can join it. Without this, a signature
+        missing one field (ServiceNow symptom ``?``: category + subcategory weigh 3 of 5) scatters
+        over several groups by site and team, while its background rate counts all of them, so
+        none of the fragments ever looks unusual.
+        """
         exact = None if vec else self.exact.get(ctx)
         if exact is not None and (g := self.get(exact)) is not None:
             return g, 1.0  # same context, no text: nothing can score higher
         best: Group | None = None
         best_sim = 0.0
         seen: set[str] = set()
+        active, retained, by_key = self.active, self.retained, self.by_key
         for key in keys:
-            for cand in self.by_key.get(key, ()):
+            for cand in by_key.get(key, ()):
                 if cand in seen:
                     continue
                 seen.add(cand)
-                g = self.get(cand)
+                g = active.get(cand) or retained.get(cand)  # self.get, inlined: the hot loop
                 if g is None:
                     continue
                 fs, fw = field_similarity(ctx, g.rep, weights)
                 sim = blend(fs, fw, _text.cosine(vec, g.centroid), text_weight) if vec and g.centroid else fs
+                if sim < floor and sig and g.sig == sig:
+                    sim = floor
                 if sim > best_sim:
                     best, best_sim = g, sim
         return best, best_sim

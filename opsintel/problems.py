@@ -150,6 +150,10 @@ class ProblemRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     Consumers keep the highest ``version`` per ``problem_id``. ``incident_ids`` may be capped (the
     newest are kept); ``incident_count`` is always the full number of linked incidents.
+    ``unlinked_incident_ids`` lists the incidents a human decision moved out of this problem (split
+    out, or moved to the surviving problem of a merge): a consumer that keeps one row per
+    (problem, incident) link marks these unlinked. Every version repeats them (capped like
+    ``incident_ids``), so a consumer that only keeps the latest version still sees them.
     """
 
     problem_id: str
@@ -167,6 +171,7 @@ class ProblemRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     category: str = ""
     incident_ids: list[str] = msgspec.field(default_factory=list)
     incident_count: int = 0
+    unlinked_incident_ids: list[str] = msgspec.field(default_factory=list)
     why: Evidence = msgspec.field(default_factory=Evidence)
     suspect_change: SuspectChange | None = None
     monitoring_first: MonitoringLead | None = None

@@ -58,6 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="signatures usually busier than this per window are never raised (default 10)",
     )
     p.add_argument(
+        "--burst-hours",
+        type=float,
+        default=48.0,
+        help="also raise a burst within this many hours (0 = off; default 48)",
+    )
+    p.add_argument("--burst-alpha", type=float, default=None, help="chance a short burst may have (default alpha / 10)")
+    p.add_argument("--max-episode-links", type=int, default=25, help="incidents one episode links at most (default 25)")
+    p.add_argument(
         "--warmup-hours",
         type=float,
         default=None,
@@ -113,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         det = RecurringIncidentDetector(
             window_hours=args.window_hours, similarity_threshold=args.threshold, min_count=args.min_count,
             baseline_factor=args.baseline_factor, alpha=args.alpha, max_expected=args.max_expected,
-            warmup_hours=args.warmup_hours, record_links=True,
+            warmup_hours=args.warmup_hours, burst_hours=args.burst_hours, burst_alpha=args.burst_alpha,
+            max_episode_links=args.max_episode_links, record_links=True,
         )  # fmt: skip
     except ValueError as e:
         raise CommandError(str(e)) from e
