@@ -199,24 +199,34 @@ class TrendMonitor:
         self._rows: list[AnomalyRow] = []
 
     # ------------------------------------------------------------------ learning
-    def learn_one(self, event: TicketEvent | MonitoringEvent | ChangeEvent) -> None:
-        """Bucket one event; closes (and scores) the intervals the watermark passed."""
+    def learn_one(self, event: TicketEvent | MonitoringEvent | ChangeEvent, service: str | None = None) -> None:
+        """Bucket one event; closes (and scores) the intervals the watermark passed.
+
+        ``service`` is the series the event counts for (default: the event's own ``service``).
+        The stream passes the service its ticket was *opened* against (its Kafka key), so a
+        recategorised ticket keeps counting where its partition's monitor owns the series.
+        """
         try:
-            self._ingest(event)
+            self._ingest(event, event.service if service is None else service)
         finally:
             self._score()
 
-    def learn_many(self, events: Iterable[TicketEvent | MonitoringEvent | ChangeEvent]) -> None:
-        """Learn events in order; the same rows and records as :meth:`learn_one` on each."""
+    def learn_many(self, events: Iterable[TicketEvent | MonitoringEvent | ChangeEvent],
+                   services: Iterable[str] | None = None) -> None:
+        """Learn events in order; the same rows and records as :meth:`learn_one` on each.
+
+        ``services``, if given, runs beside ``events``: the series each one counts for.
+        """
+        pairs = ((e, e.service) for e in events) if services is None else zip(events, services, strict=True)
         try:
-            for event in events:
-                self._ingest(event)
+            for event, service in pairs:
+                self._ingest(event, service)
                 if self._closed >= self._flush_every:
                     self._score()
         finally:
             self._score()
 
-    def _ingest(self, ev: Any) -> None:
+    def _ingest(self, ev: Any, service: str) -> None:
         cls = type(ev)
         moves_time = False
         if cls is TicketEvent:
@@ -253,7 +263,7 @@ class TrendMonitor:
             if fp in fps:
                 return  # Alertmanager re-sends a firing alert on every group interval
             fps.add(fp)
-        service = ev.service or _NO_SERVICE
+        service = service or _NO_SERVICE
         svc = self._services.get(service)
         if svc is None:
             svc = self._add_service(service, ev.source)

@@ -123,7 +123,8 @@ class TrendEpisodes:
         self.muted: dict[tuple[str, str, str], int] = {}  #: -> first interval index raising again
         self.now = -1  #: the newest closed interval index
         self.suppressed = 0  #: episodes that reached the minimum while muted by a reject
-        self._dirty: dict[str, None] = {}
+        #: records changed since the last pop; a record pruned before that pop keeps its last version here
+        self._dirty: dict[str, ProblemRecord | None] = {}
 
     # ------------------------------------------------------------------ learning
     def observe(self, service: str, metric: str, step: int, k: int, v: AnomalyVerdict, source: str) -> None:
@@ -179,6 +180,8 @@ class TrendEpisodes:
         """Forget finished records older than ``retain_intervals`` and expired mutes (bounded memory)."""
         horizon = self.now - self.retain
         for pid in [pid for pid, p in self.problems.items() if not p.live and p.last < horizon]:
+            if pid in self._dirty:  # changed since the last pop: its last version still goes out
+                self._dirty[pid] = self._record(self.problems[pid])
             del self.problems[pid]
         for key in [key for key, until in self.muted.items() if until <= self.now]:
             del self.muted[key]
@@ -215,7 +218,8 @@ class TrendEpisodes:
     # ------------------------------------------------------------------ outputs
     def pop_updates(self) -> list[ProblemRecord]:
         """Records raised or changed since the last call, the latest version of each."""
-        out = [self._record(self.problems[pid]) for pid in self._dirty if pid in self.problems]
+        out = [self._record(self.problems[pid]) if record is None else record
+               for pid, record in self._dirty.items() if record is not None or pid in self.problems]
         self._dirty.clear()
         return out
 

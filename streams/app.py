@@ -22,7 +22,7 @@ from detectors import RecurringIncidentDetector, TrendMonitor
 from opsintel.impact import ImpactModel
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
-from streams.detection import PartitionedDetector
+from streams.detection import PartitionedDetector, owning_service
 from streams.handlers import StreamHandlers
 from streams.impact_stage import ImpactStage
 from streams.metrics import WorkerMetrics
@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     recurring = PartitionedDetector("recurring", RecurringIncidentDetector,
                                     RecurringIncidentDetector.from_snapshot, state.writer)
-    trend = PartitionedDetector("trend", TrendMonitor, TrendMonitor.from_snapshot, state.writer)
+    trend = PartitionedDetector("trend", TrendMonitor, TrendMonitor.from_snapshot, state.writer,
+                                series_of=owning_service)
     impact = ImpactStage(ImpactModel.from_settings(settings), state.writer)
     handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact)
     state.recurring = recurring
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         """Take a batch, hand it over, and ack it only once everything it caused is durable."""
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
             await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
-                                     _headers(ev) if with_headers else {}) for ev in batch])
+                                     _headers(ev) if with_headers else {}, ev.message.key) for ev in batch])
             for ev in batch:
                 await stream.ack(ev)
                 state.positions[ev.message.tp] = ev.message.offset + 1

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from opsintel.events import TicketEvent
 from opsintel.problems import Feedback, ProblemRecord
@@ -49,6 +49,31 @@ class StreamDetector(Protocol):
     def snapshot(self) -> bytes: ...
 
 
+def owning_service(event: Any, key: bytes | None) -> str | None:
+    """The service whose per-service series an event counts for on the partition it arrived on.
+
+    Producers key events by service, and a ticket keeps the key of its first event
+    (:class:`streams.ingest.Ingestor`), so one service's series live on exactly one partition:
+    the one its key hashes to. A ticket recategorised later therefore keeps counting for the
+    service it was *opened* against - counting it for its new service here would start a
+    second, partial copy of that series on the wrong partition (and two anomaly rows with one
+    id). Events without a service (keyed by CI or id) count for no service series; an unkeyed
+    message counts for its own service.
+    """
+    if key is None:
+        return event.service or None
+    k = key.decode("utf-8", "replace")
+    if k == event.service:
+        return k
+    if not event.service or k in (getattr(event, "ci", None), getattr(event, "ticket_id", None)):
+        return None  # keyed by CI or id: its first event had no service
+    return k
+
+
+class KeyedDetector(StreamDetector, Protocol):
+    def learn_many(self, events: Sequence[Any], series: Sequence[str]) -> None: ...
+
+
 @dataclass
 class _Partition:
     detector: StreamDetector
@@ -71,11 +96,17 @@ class PartitionedDetector:
         Rebuilds a detector from :meth:`snapshot` bytes.
     writer:
         The batch writer whose executor thread owns the store.
+    series_of:
+        For a keyed detector whose results do not depend on how its input is chunked (the trend
+        monitor: ``learn_many(events, services)``): the series an event counts for, from the
+        event and its Kafka key (``None``: it counts for none), e.g. :func:`owning_service`.
     """
 
     def __init__(self, name: str, factory: Callable[[], StreamDetector],
-                 restore: Callable[[bytes], StreamDetector], writer: BatchWriter) -> None:
+                 restore: Callable[[bytes], StreamDetector], writer: BatchWriter, *,
+                 series_of: Callable[[Any, bytes | None], str | None] | None = None) -> None:
         self.name = name
+        self.series_of = series_of
         self.factory = factory
         self.restore = restore
         self.writer = writer
@@ -83,6 +114,7 @@ class PartitionedDetector:
         self._partitions: dict[int, _Partition] = {}
         self._stale: set[int] = set()
         self.skipped = 0  #: context events skipped for lying far ahead of the tickets' clock
+        self.gaps = 0  #: messages never delivered between two learned offsets (should stay 0)
 
     async def _get(self, partition: int) -> _Partition:
         entry = self._partitions.get(partition)
@@ -111,18 +143,26 @@ class PartitionedDetector:
     async def learn(self, events: Sequence[Any], messages: Sequence[RawMessage]) -> list[ProblemRecord]:
         """Feed a batch (in partition order); returns the problem records that changed.
 
-        Updates are popped after every event, not once per batch: the detectors decide raises
-        and episode ends when asked for updates, so one fixed cadence makes the records the same
-        whatever the batch boundaries were - after a crash and replay, or on another worker.
+        By default updates are popped after every event, not once per batch: the recurring
+        detector decides raises and episode ends when asked for updates, so one fixed cadence makes
+        the records the same whatever the batch boundaries were - after a crash and replay, or on
+        another worker. A detector given ``series_of`` gives the same results however its input is
+        chunked: it learns each partition's share of the batch in one ``learn_many`` call.
         """
         updates: list[ProblemRecord] = []
+        chunks: dict[int, tuple[_Partition, list[Any], list[str]]] = {}
+        series_of = self.series_of
         # a batch taken across a rebalance can hold a partition's redelivered messages after newer
         # ones: feed each partition in offset order, so the skip below only ever skips what was learned
         ordered = sorted(zip(events, messages, strict=True), key=lambda em: (em[1].partition, em[1].offset))
         for event, msg in ordered:
             entry = await self._get(msg.partition)
-            if msg.offset < entry.positions.get(msg.topic, 0):
-                continue  # already in this partition's state (a replay after a crash)
+            position = entry.positions.get(msg.topic)
+            if position is not None:
+                if msg.offset < position:
+                    continue  # already in this partition's state (a replay after a crash)
+                if msg.offset > position:
+                    self._gap(msg, position)
             entry.positions[msg.topic] = msg.offset + 1
             entry.dirty = True
             entry.changes += 1
@@ -134,9 +174,31 @@ class PartitionedDetector:
                 # ClickHouse, the detectors skip it
                 self.skipped += 1
                 continue
-            entry.detector.learn_one(event)
+            if series_of is None:
+                entry.detector.learn_one(event)
+                updates.extend(entry.detector.pop_updates())
+                continue
+            series = series_of(event, msg.key)
+            if series is not None:
+                chunk = chunks.get(msg.partition)
+                if chunk is None:
+                    chunk = chunks[msg.partition] = (entry, [], [])
+                chunk[1].append(event)
+                chunk[2].append(series)
+        for entry, chunk_events, chunk_series in chunks.values():
+            cast(KeyedDetector, entry.detector).learn_many(chunk_events, chunk_series)
             updates.extend(entry.detector.pop_updates())
         return updates
+
+    def _gap(self, msg: RawMessage, position: int) -> None:
+        # the consumer delivered a partition out of order or dropped messages: they would never reach
+        # this detector (a later replay skips them), so say so loudly. Kafka itself leaves gaps only
+        # for transaction markers and compaction, which opsintel's input topics do not have.
+        missing = msg.offset - position
+        self.gaps += missing
+        self.writer.metrics.offset_gaps.labels(self.name, msg.topic).inc(missing)
+        log.warning("%s: %s partition %d jumped from offset %d to %d; %d messages never reached the detector",
+                    self.name, msg.topic, msg.partition, position, msg.offset, missing)
 
     async def apply_feedback(self, feedback: Feedback, msg: RawMessage) -> tuple[bool, list[ProblemRecord]]:
         """Apply a human decision arriving on partition ``msg.partition`` of the feedback topic.

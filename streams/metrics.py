@@ -59,4 +59,10 @@ class WorkerMetrics:
             ["code"],
             registry=r,
         )
+        self.offset_gaps = Counter(
+            "opsintel_detector_offset_gaps_total",
+            "Messages a detector never saw: offsets skipped between two it learned, per detector and topic.",
+            ["detector", "topic"],
+            registry=r,
+        )
         self.ready = Gauge("opsintel_worker_ready", "1 when the worker is connected and serving.", registry=r)

@@ -42,6 +42,7 @@ class RawMessage:
     offset: int
     value: bytes | None
     headers: dict[str, bytes]
+    key: bytes | None = None
 
     @property
     def origin(self) -> str:

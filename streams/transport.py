@@ -7,6 +7,13 @@ delivery. Profiling showed that as the largest single cost of Faust's per-messag
 the flow is active we await the delivery directly; when a rebalance suspends the flow we fall
 back to Faust's interruptible wait, so rebalances behave as before. Everything else (fetching,
 offsets, gaps, commits) is Faust's own code.
+
+One difference needs care: Faust's interruptible wait returns as soon as a rebalance starts, so
+it records the message's offset as read *before* the partitions are sought back to their
+committed offsets. A direct delivery that is in flight when the rebalance starts waits for the
+flow to resume, which is *after* that seek; recording its (stale) offset then would make the
+refetch silently drop the messages between the committed offset and it. So a delivery that
+straddled a rebalance records nothing and abandons the stale fetch.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class DirectDeliveryConsumer(faust_aiokafka.Consumer):
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
         suspended = self.suspend_flow.is_set
+        app = self.app
         yield_every = 100
         since_yield = 0
         try:
@@ -54,7 +62,15 @@ class DirectDeliveryConsumer(faust_aiokafka.Consumer):
                             if suspended():  # a rebalance is under way: keep Faust's interruptible wait
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
                             else:
+                                generation = app.consumer_generation_id
                                 await callback(message)
+                                if app.consumer_generation_id != generation:
+                                    # a rebalance completed while this delivery waited for the flow to
+                                    # resume: the partitions were sought back to their committed offsets
+                                    # since, so this message (and the rest of ``ait``) is stale - Faust's
+                                    # streams skip it - and recording its offset as read would make the
+                                    # refetch drop every message from the committed offset up to it
+                                    break
                             set_read_offset(tp, offset)
                     self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -259,6 +260,29 @@ def test_learn_one_and_the_verdict_per_point_path_agree_with_learn_many(drop_gro
 
     _, rows_slow, recs_slow = run(events, detector_factory=PerPoint)
     assert rows_slow == rows_many and recs_slow == recs_many
+
+
+def test_a_record_finished_and_forgotten_inside_one_call_still_goes_out(drop_groups: list[list[Event]]) -> None:
+    # one learn_many over the whole stream: the drop's record is raised, ends, and is past
+    # retain_intervals before the only pop - it must come out all the same, as it does event by event
+    events = grouped(drop_groups) + grouped(synthetic(days=DAYS + 30))[-2000:]
+    _, _, at_once = run(events, retain_intervals=2)
+    one = TrendMonitor(retain_intervals=2)
+    per_event: list[ProblemRecord] = []
+    for e in events:
+        one.learn_one(e)
+        per_event += one.pop_updates()
+    assert at_once == latest(per_event)
+    assert any(r.details["metric"] == "tickets_opened" and r.details["direction"] == "drop" for r in at_once.values())
+
+
+def test_events_count_for_the_series_they_are_given(drop_groups: list[list[Event]]) -> None:
+    events = grouped(drop_groups)
+    renamed = [msgspec.structs.replace(e, service="billing") for e in events]
+    _, rows, _ = run(events)
+    mon = TrendMonitor()
+    mon.learn_many(renamed, ["payroll"] * len(renamed))  # e.g. the service a ticket was opened against
+    assert mon.pop_anomalies() == rows
 
 
 def _key(r: AnomalyRow) -> str:
