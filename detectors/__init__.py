@@ -33,10 +33,11 @@ from ._recurring import RecurringIncidentDetector
 from ._seasonal import AnomalyVerdict, SeasonalAnomalyDetector, posix_seconds
 from ._signals import BypassRule, BypassSignal, ProblemCandidate, SustainedAnomalyTracker
 from ._text import normalise_text, text_vector
-from ._trend_monitor import TrendMonitor
+from ._trend_monitor import SPARSE_COUNTS, TrendMonitor
 from ._trend_series import AnomalyRow
 
 __all__ = [
+    "SPARSE_COUNTS",
     "AnomalyRow",
     "AnomalyVerdict",
     "BypassRule",

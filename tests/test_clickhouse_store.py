@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
+from opsintel.problems import ProblemRecord
 from sinks.clickhouse import TABLES, ClickHouseStore, create_statements
 from sinks.clickhouse.queries import summary
 from sinks.deadletter import DeadLetter
@@ -124,3 +126,15 @@ def test_password_never_in_repr_or_errors(password: str) -> None:
     with pytest.raises(Exception) as err:
         store.query("SELECT 1")
     assert password not in str(err.value)
+
+
+def test_incidents_split_out_of_a_problem_are_marked_unlinked(chdb_store: ClickHouseStore) -> None:
+    raised = ProblemRecord(problem_id="PRB-1", kind="recurring", version=1, status="candidate", title="t",
+                           first_seen=T0, last_seen=T0, raised_at=T0, updated_at=T0, source="test",
+                           incident_ids=["INC1", "INC2", "INC3"], incident_count=3)
+    split = msgspec.structs.replace(raised, version=2, incident_ids=["INC1", "INC3"], incident_count=2,
+                                    unlinked_incident_ids=["INC2"], updated_at=T0 + timedelta(hours=1))
+    chdb_store.insert_problems([raised])
+    chdb_store.insert_problems([split])
+    rows = chdb_store.query("SELECT ticket_id, linked, version FROM {db}.problem_incidents FINAL ORDER BY ticket_id")
+    assert [tuple(r) for r in rows] == [("INC1", True, 2), ("INC2", False, 2), ("INC3", True, 2)]

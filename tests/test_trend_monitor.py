@@ -11,7 +11,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from detectors import AnomalyRow, AnomalyVerdict, RecordBreakDetector, SeasonalAnomalyDetector, TrendMonitor
+from detectors import (
+    SPARSE_COUNTS,
+    AnomalyRow,
+    AnomalyVerdict,
+    RecordBreakDetector,
+    SeasonalAnomalyDetector,
+    TrendMonitor,
+)
 from opsintel.events import AlertStatus, Event, MonitoringEvent, TicketEvent, TicketEventKind
 from opsintel.problems import Feedback, FeedbackAction, ProblemRecord
 from sinks.clickhouse.analytics_schema import ANOMALY_COLUMNS
@@ -258,7 +265,7 @@ def test_learn_one_and_the_verdict_per_point_path_agree_with_learn_many(drop_gro
     class PerPoint(RecordBreakDetector):  # not the batched fast path: a verdict per point
         __slots__ = ()
 
-    _, rows_slow, recs_slow = run(events, detector_factory=PerPoint)
+    _, rows_slow, recs_slow = run(events, detector_factory=lambda: PerPoint(**SPARSE_COUNTS))
     assert rows_slow == rows_many and recs_slow == recs_many
 
 

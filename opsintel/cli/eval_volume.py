@@ -8,6 +8,7 @@ No labels exist for ticket volumes; the listing is for a person to read. Example
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from opsintel.cli import CommandError
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors import RecordBreakDetector, SeasonalAnomalyDetector
+    from detectors import SPARSE_COUNTS, RecordBreakDetector, SeasonalAnomalyDetector
     from opsintel.evaluation.volume import created_tickets, flag_volumes, format_anomalies, hourly_volumes
     from streams.adapters import Rejected, read_events
 
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         raise CommandError(f"cannot read {args.events} as {args.format}: {e}") from e
     series = hourly_volumes(created_tickets(events))
-    make = RecordBreakDetector if args.detector == "recordBreak" else SeasonalAnomalyDetector
+    # the worker's trend monitor scores its count series with these parameters
+    make = partial(RecordBreakDetector, **SPARSE_COUNTS) if args.detector == "recordBreak" else SeasonalAnomalyDetector
     found = flag_volumes(series, make, min_tickets=args.min_tickets)
     kept = {s for s, (_, x) in series.items() if x.sum() >= args.min_tickets}
     hours = len(next(iter(series.values()))[0]) if series else 0

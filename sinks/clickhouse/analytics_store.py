@@ -76,10 +76,14 @@ class AnalyticsWrites:
         if not records:
             return 0
         self._insert_rows("problems", [problem_row(r) for r in records])
+        # a link row per linked incident, and an unlinked one per incident a human moved out of the
+        # problem (split or merge): the link table keeps each pair's latest version
         links = [
             {"problem_id": r.problem_id, "source": r.source or source, "ticket_id": t, "version": r.version,
-             "linked": not r.merged_into, "linked_at": r.updated_at}
-            for r in records for t in r.incident_ids
+             "linked": linked and not r.merged_into, "linked_at": r.updated_at}
+            for r in records
+            for ids, linked in ((r.incident_ids, True), (r.unlinked_incident_ids, False))
+            for t in ids
         ]  # fmt: skip
         self._insert_rows("problem_incidents", links)
         return len(records)
