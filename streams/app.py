@@ -28,7 +28,7 @@ from streams.impact_stage import ImpactStage
 from streams.metrics import WorkerMetrics
 from streams.monitor import BatchMonitor
 from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, RawMessage
-from streams.transport import DirectDeliveryTransport
+from streams.transport import RECORD_RUNS, RunDeliveryTransport
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
-        broker_max_poll_records=settings.batch_size,
+        # a fetch holds at most batch_size / partitions records (one run per partition it touched), and
+        # a batch takes at most ``partitions`` runs: so a batch holds at most ``batch_size`` events
+        broker_max_poll_records=max(1, -(-settings.batch_size // settings.partitions)),
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=max(4 * settings.batch_size, 4096),
         producer_acks=-1,
@@ -98,16 +100,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_enabled=True,
     )
-    # Faust's own aiokafka transport, minus a task per delivered message (see streams/transport.py)
-    app.transport = DirectDeliveryTransport(app.conf.broker_consumer, app)
+    # Faust's own aiokafka transport, delivering the input topics as runs of records (streams/transport.py)
+    app.transport = RunDeliveryTransport(app.conf.broker_consumer, app)
     metrics = WorkerMetrics()
     store = ClickHouseStore.from_settings(settings)
     state = WorkerState(settings, store, metrics, BatchWriter(store, metrics))
     app.opsintel = state  # type: ignore[attr-defined]
 
-    topics = {
+    # the input topics arrive as runs of records, one event per partition per fetch: a few runs
+    # buffered per agent are already several batches of work
+    runs = {
+        name: app.topic(settings.topic(name), key_type=bytes, value_serializer=RECORD_RUNS,
+                        partitions=settings.partitions, maxsize=4 * settings.partitions)
+        for name in ("tickets", "monitoring", "changes")
+    }
+    topics = runs | {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
-        for name in ("tickets", "monitoring", "changes", "deadletter", "feedback", "problems", "anomalies")
+        for name in ("deadletter", "feedback", "problems", "anomalies")
     }
     by_name = {t.get_topic_name(): t for t in topics.values()}
 
@@ -132,17 +141,27 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 await stream.ack(ev)
                 state.positions[ev.message.tp] = ev.message.offset + 1
 
+    async def run_batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]]) -> None:
+        """The same for a run-delivered topic: each event is one partition's run of records (one
+        fetch's worth); a batch is the runs of one fetch, or what came within ``batch_seconds``."""
+        async for batch in cast(Stream, stream).noack_take(settings.partitions, within=settings.batch_seconds):
+            await handle([RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
+                          for ev in batch for r in ev.value])
+            for ev in batch:
+                await stream.ack(ev)
+                state.positions[ev.message.tp] = ev.message.offset + 1
+
     @app.agent(topics["tickets"], name="opsintel.tickets")
     async def tickets(stream: faust.StreamT) -> None:
-        await batches(stream, partial(handlers.events, TICKETS))
+        await run_batches(stream, partial(handlers.events, TICKETS))
 
     @app.agent(topics["monitoring"], name="opsintel.monitoring")
     async def monitoring(stream: faust.StreamT) -> None:
-        await batches(stream, partial(handlers.events, MONITORING))
+        await run_batches(stream, partial(handlers.events, MONITORING))
 
     @app.agent(topics["changes"], name="opsintel.changes")
     async def changes(stream: faust.StreamT) -> None:
-        await batches(stream, partial(handlers.events, CHANGES))
+        await run_batches(stream, partial(handlers.events, CHANGES))
 
     @app.agent(topics["feedback"], name="opsintel.feedback")
     async def feedback(stream: faust.StreamT) -> None:

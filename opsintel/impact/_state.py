@@ -105,16 +105,19 @@ class IncidentState:
         if (event.source, event.ticket_id) != (self.source, self.ticket_id):
             raise ValueError(f"event of {event.ticket_id!r} applied to the state of {self.ticket_id!r}")
         step = _step(event)
-        steps = list(self.steps)
-        for i, s in enumerate(steps):
-            if s.version == step.version:
-                if step.event_id <= s.event_id:
-                    return self
-                steps[i] = step
-                break
+        if step.version > self.steps[-1].version:  # the usual case: the next event of its lifecycle
+            steps: list[Step] | tuple[Step, ...] = (*self.steps, step)
         else:
-            steps.append(step)
-            steps.sort(key=lambda s: s.version)
+            steps = list(self.steps)
+            for i, s in enumerate(steps):
+                if s.version == step.version:
+                    if step.event_id <= s.event_id:
+                        return self
+                    steps[i] = step
+                    break
+            else:
+                steps.append(step)
+                steps.sort(key=lambda s: s.version)
         newest = self.latest
         if (event.version, event.event_id) > (newest.version, newest.event_id):
             newest = event
