@@ -24,11 +24,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TopicName = Literal["tickets", "monitoring", "changes", "deadletter", "problems", "anomalies", "feedback"]
 
-_SECRET_FIELDS = ("kafka_sasl_password", "clickhouse_password", "webhook_token")
+_SECRET_FIELDS = (
+    "kafka_sasl_password",
+    "clickhouse_password",
+    "webhook_token",
+    "itsm_servicenow_password",
+    "itsm_servicenow_token",
+    "itsm_servicedesk_plus_authtoken",
+    "itsm_servicedesk_plus_oauth_token",
+    "itsm_webhook_secret",
+)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPSINTEL_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the input, i.e. every secret
+    # (a model validator's input is the whole dict) or a DSN / URL with a password in it
+    model_config = SettingsConfigDict(env_prefix="OPSINTEL_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -98,6 +109,55 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="OPSINTEL_LOG_LEVEL.")
 
+    # --- ITSM pushes of problem records (each target is off while its URL is empty) ------------
+    itsm_servicenow_url: str = Field(
+        "", description="OPSINTEL_ITSM_SERVICENOW_URL: instance URL, e.g. https://acme.service-now.com (empty = off)."
+    )
+    itsm_servicenow_username: str = Field(
+        "", description="OPSINTEL_ITSM_SERVICENOW_USERNAME: basic-auth user (with the password)."
+    )
+    itsm_servicenow_password: SecretStr = Field(
+        SecretStr(""),
+        description="OPSINTEL_ITSM_SERVICENOW_PASSWORD (or OPSINTEL_ITSM_SERVICENOW_PASSWORD_FILE): basic auth.",
+    )
+    itsm_servicenow_token: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "OPSINTEL_ITSM_SERVICENOW_TOKEN (or OPSINTEL_ITSM_SERVICENOW_TOKEN_FILE): OAuth bearer token, "
+            "instead of username + password."
+        ),
+    )
+    itsm_servicenow_table: str = Field(
+        "problem", description="OPSINTEL_ITSM_SERVICENOW_TABLE: Table API table the problems go to."
+    )
+    itsm_servicedesk_plus_url: str = Field(
+        "", description="OPSINTEL_ITSM_SERVICEDESK_PLUS_URL: ServiceDesk Plus base URL (empty = off)."
+    )
+    itsm_servicedesk_plus_authtoken: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "OPSINTEL_ITSM_SERVICEDESK_PLUS_AUTHTOKEN (or OPSINTEL_ITSM_SERVICEDESK_PLUS_AUTHTOKEN_FILE): "
+            "technician API key of an on-premises install."
+        ),
+    )
+    itsm_servicedesk_plus_oauth_token: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "OPSINTEL_ITSM_SERVICEDESK_PLUS_OAUTH_TOKEN (or OPSINTEL_ITSM_SERVICEDESK_PLUS_OAUTH_TOKEN_FILE): "
+            "Zoho OAuth token of ServiceDesk Plus Cloud, instead of the authtoken."
+        ),
+    )
+    itsm_webhook_url: str = Field(
+        "", description="OPSINTEL_ITSM_WEBHOOK_URL: URL every problem version is POSTed to, signed (empty = off)."
+    )
+    itsm_webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "OPSINTEL_ITSM_WEBHOOK_SECRET (or OPSINTEL_ITSM_WEBHOOK_SECRET_FILE): HMAC-SHA256 signing secret "
+            "of the ITSM webhook."
+        ),
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _secret_files(cls, data: Any) -> Any:
@@ -117,6 +177,44 @@ class Settings(BaseSettings):
             raise ValueError("clickhouse_dsn must start with chdb://, http:// or https://")
         return v
 
+    @field_validator("itsm_servicenow_url", "itsm_servicedesk_plus_url", "itsm_webhook_url")
+    @classmethod
+    def _check_itsm_url(cls, v: str) -> str:
+        v = v.strip()
+        if v and (urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname):
+            raise ValueError("an ITSM URL must be http(s)://host[:port][/path]")
+        if v and urlsplit(v).password is not None:
+            raise ValueError("put ITSM credentials in their own settings, not in the URL")
+        return v
+
+    @model_validator(mode="after")
+    def _check_itsm_credentials(self) -> Settings:
+        """A configured ITSM target must have exactly one way to authenticate, so a worker never
+        starts pushing with credentials the ITSM will refuse on every record."""
+        if self.itsm_servicenow_url:
+            basic = bool(self.itsm_servicenow_username or self.itsm_servicenow_password.get_secret_value())
+            token = bool(self.itsm_servicenow_token.get_secret_value())
+            if basic and token:
+                raise ValueError("ServiceNow: set either OPSINTEL_ITSM_SERVICENOW_TOKEN or "
+                                 "OPSINTEL_ITSM_SERVICENOW_USERNAME + _PASSWORD, not both")  # fmt: skip
+            if not token and not (self.itsm_servicenow_username and self.itsm_servicenow_password.get_secret_value()):
+                raise ValueError("OPSINTEL_ITSM_SERVICENOW_URL is set but its credentials are not: set "
+                                 "OPSINTEL_ITSM_SERVICENOW_USERNAME + OPSINTEL_ITSM_SERVICENOW_PASSWORD(_FILE) "
+                                 "or OPSINTEL_ITSM_SERVICENOW_TOKEN(_FILE)")  # fmt: skip
+            if not self.itsm_servicenow_table.strip():
+                raise ValueError("OPSINTEL_ITSM_SERVICENOW_TABLE must not be empty")
+        if self.itsm_servicedesk_plus_url:
+            given = [bool(self.itsm_servicedesk_plus_authtoken.get_secret_value()),
+                     bool(self.itsm_servicedesk_plus_oauth_token.get_secret_value())]  # fmt: skip
+            if sum(given) != 1:
+                raise ValueError("OPSINTEL_ITSM_SERVICEDESK_PLUS_URL needs exactly one of "
+                                 "OPSINTEL_ITSM_SERVICEDESK_PLUS_AUTHTOKEN(_FILE) (on-premises) or "
+                                 "OPSINTEL_ITSM_SERVICEDESK_PLUS_OAUTH_TOKEN(_FILE) (cloud)")  # fmt: skip
+        if self.itsm_webhook_url and not self.itsm_webhook_secret.get_secret_value():
+            raise ValueError("OPSINTEL_ITSM_WEBHOOK_URL is set but OPSINTEL_ITSM_WEBHOOK_SECRET(_FILE) is not: "
+                             "every push is signed")  # fmt: skip
+        return self
+
     # --- derived -------------------------------------------------------------------------------
     def topic(self, name: TopicName) -> str:
         return f"{self.topic_prefix}{name}"
@@ -134,6 +232,13 @@ class Settings(BaseSettings):
     def web_url(self) -> str:
         host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::") else self.web_host  # noqa: S104
         return f"http://{host}:{self.web_port}"
+
+    @property
+    def itsm_targets(self) -> list[str]:
+        """Names of the configured ITSM targets (empty: the worker pushes nothing)."""
+        urls = (("servicenow", self.itsm_servicenow_url), ("servicedesk_plus", self.itsm_servicedesk_plus_url),
+                ("webhook", self.itsm_webhook_url))  # fmt: skip
+        return [name for name, url in urls if url]
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Options shared by kafka-python producers and admin clients."""

@@ -22,6 +22,7 @@ from detectors import RecurringIncidentDetector, TrendMonitor
 from opsintel.impact import ImpactModel
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
+from sinks.itsm import ItsmDelivery
 from streams.detection import PartitionedDetector, owning_service
 from streams.handlers import StreamHandlers
 from streams.impact_stage import ImpactStage
@@ -128,7 +129,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     trend = PartitionedDetector("trend", TrendMonitor, TrendMonitor.from_snapshot, state.writer,
                                 series_of=owning_service)
     impact = ImpactStage(ImpactModel.from_settings(settings), state.writer)
-    handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact)
+    # None unless an OPSINTEL_ITSM_* target is configured: then no ITSM agent exists at all
+    itsm = ItsmDelivery.from_settings(settings, on_progress=metrics.observe_itsm,
+                                      max_pending=max(10_000, settings.batch_size))
+    handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact, itsm)
     state.recurring = recurring
 
     async def batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]],
@@ -170,6 +174,21 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.agent(topics["deadletter"], name="opsintel.deadletter")
     async def dead_letters(stream: faust.StreamT) -> None:
         await batches(stream, handlers.dead_letters, with_headers=True)  # reason and origin travel in headers
+
+    if itsm is not None:
+        # an agent of its own on the compacted problems topic (the durable queue of the
+        # pushes): a slow or failing ITSM holds back only this agent, never ingestion; a batch is
+        # acked once every target has it, so a crash re-pushes it (the pushes are idempotent)
+        @app.agent(topics["problems"], name="opsintel.itsm")
+        async def push_to_itsm(stream: faust.StreamT) -> None:
+            await batches(stream, handlers.push_problems)
+
+        async def close_itsm(sender: Any, **kwargs: Any) -> None:
+            await itsm.close()
+
+        app.on_before_shutdown.connect(cast(Any, close_itsm))
+
+        log.info("pushing problem records to %s", ", ".join(itsm.targets))
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())

@@ -16,9 +16,10 @@ from typing import Any
 
 import msgspec
 
-from opsintel.problems import ProblemRecord, decode_feedback, encode_problem
+from opsintel.problems import ProblemRecord, decode_feedback, decode_problem, encode_problem
 from opsintel.settings import Settings
 from sinks.deadletter import DeadLetter
+from sinks.itsm import ItsmDelivery
 from streams.detection import PartitionedDetector
 from streams.impact_stage import ImpactStage
 from streams.pipeline import BatchWriter, EventKind, RawMessage
@@ -31,12 +32,13 @@ Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[A
 
 class StreamHandlers:
     def __init__(self, settings: Settings, writer: BatchWriter, stages: Sequence[PartitionedDetector],
-                 send: Send, impact: ImpactStage | None = None) -> None:
+                 send: Send, impact: ImpactStage | None = None, itsm: ItsmDelivery | None = None) -> None:
         self.settings = settings
         self.writer = writer
         self.stages = list(stages)
         self.send = send
         self.impact = impact
+        self.itsm = itsm
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage]) -> None:
         """Tickets, changes, alerts: store, detect, checkpoint, dead-letter."""
@@ -58,9 +60,7 @@ class StreamHandlers:
             try:
                 fb = decode_feedback(msg.value or b"")
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-                code = "bad_json" if isinstance(e, msgspec.DecodeError) else "validation"
-                dead.append(DeadLetter.for_record(msg.value or b"", reason=f"{code}: {e}", origin=msg.origin,
-                                                  origin_topic=msg.topic))
+                dead.append(_undecodable(msg, e))
                 continue
             known = False
             for stage in self.stages:
@@ -75,9 +75,30 @@ class StreamHandlers:
                          "found" if changed else "no such problem")
         for stage in self.stages:
             await stage.checkpoint()
-        for dl in dead:
+        await self.dead_letter(dead)
+
+    async def push_problems(self, messages: Sequence[RawMessage]) -> None:
+        """Problem records from the problems topic to every configured ITSM; returns once each has
+        the newest version of every problem in the batch (retrying as long as it takes)."""
+        if self.itsm is None:
+            return
+        records: list[ProblemRecord] = []
+        dead: list[DeadLetter] = []
+        for msg in messages:
+            if msg.value is None:  # a tombstone of the compacted topic: nothing to push
+                continue
+            try:
+                records.append(decode_problem(msg.value))
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+                dead.append(_undecodable(msg, e))
+        await self.dead_letter(dead)
+        await self.itsm.deliver(records)
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Count and send dead letters of records an agent could not decode."""
+        for dl in letters:
             self.writer.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
-        await self.send_dead_letters(dead)
+        await self.send_dead_letters(letters)
 
     async def dead_letters(self, messages: Sequence[RawMessage]) -> None:
         letters = [DeadLetter.from_kafka(m.value, m.headers) for m in messages]
@@ -108,3 +129,11 @@ class StreamHandlers:
         pending = [await self.send(topic, dl.origin.encode(), dl.payload, dl.kafka_headers()) for dl in letters]
         if pending:
             await asyncio.gather(*pending)
+
+
+def _undecodable(msg: RawMessage, error: Exception) -> DeadLetter:
+    # msgspec.ValidationError subclasses DecodeError: well-formed JSON of the wrong shape is "validation"
+    wrong_shape = isinstance(error, msgspec.ValidationError) or not isinstance(error, msgspec.DecodeError)
+    code = "validation" if wrong_shape else "bad_json"
+    return DeadLetter.for_record(msg.value or b"", reason=f"{code}: {error}", origin=msg.origin,
+                                 origin_topic=msg.topic)

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sinks.itsm import ItsmOutbox
+
+#: outcomes of ITSM pushes, and the outbox counter each one is read from
+ITSM_OUTCOMES = {"sent": "sent", "retried": "retries", "rejected": "rejected", "dropped": "dropped"}
+
 
 class WorkerMetrics:
     """The worker's metrics. One instance per worker process (tests make their own)."""
@@ -66,3 +71,26 @@ class WorkerMetrics:
             registry=r,
         )
         self.ready = Gauge("opsintel_worker_ready", "1 when the worker is connected and serving.", registry=r)
+        self.itsm_pushes = Counter(
+            "opsintel_itsm_pushes_total",
+            "Problem record pushes to an ITSM, per target and outcome (sent, retried, rejected, dropped).",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.itsm_pending = Gauge(
+            "opsintel_itsm_pending_records",
+            "Problem records waiting to be pushed to an ITSM (retrying), per target.",
+            ["target"],
+            registry=r,
+        )
+        self._itsm_seen: dict[tuple[str, str], int] = {}
+
+    def observe_itsm(self, outbox: ItsmOutbox) -> None:
+        """Bring the ITSM metrics of one target up to date with its outbox's counters."""
+        target = outbox.client.name
+        for outcome, attr in ITSM_OUTCOMES.items():
+            count = getattr(outbox, attr)
+            seen = self._itsm_seen.get((target, outcome), 0)
+            self.itsm_pushes.labels(target, outcome).inc(max(0, count - seen))
+            self._itsm_seen[target, outcome] = count
+        self.itsm_pending.labels(target).set(len(outbox))

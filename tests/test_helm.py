@@ -397,21 +397,33 @@ def test_env_names_are_settings(scenario: tuple[str, Rendered]) -> None:
     assert unknown == set(), f"{name}: the worker does not read {sorted(unknown)} (opsintel/settings.py)"
 
 
-def test_every_setting_can_be_set_from_values(production: Rendered) -> None:
+def test_every_setting_can_be_set_from_values(helm: str) -> None:
+    # over every CI scenario: some secrets exclude each other (ServiceNow basic auth or a bearer token,
+    # ServiceDesk Plus on-premises or cloud), so no single valid scenario sets them all
+    rendered: set[str] = set()
+    for name in SCENARIOS:
+        rendered |= set(render(helm, name).settings_env)
     secret_vars = {v.removesuffix("_FILE") for v in SECRET_FILE_VARS}
-    missing = SETTING_VARS - secret_vars - set(production.settings_env)
-    missing |= {v for v in SECRET_FILE_VARS if v not in production.settings_env}
+    missing = SETTING_VARS - secret_vars - rendered
+    missing |= {v for v in SECRET_FILE_VARS if v not in rendered}
     assert missing == set(), f"add {sorted(missing)} to values.yaml and opsintel.settings in _helpers.tpl"
 
 
-def test_settings_configmap_parses_as_settings(scenario: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker must start on these values: ints stay ints, enums are valid, the DSN is accepted."""
+def test_settings_configmap_parses_as_settings(
+    scenario: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The worker must start on these values: ints stay ints, enums are valid, the DSN is accepted,
+    and every configured ITSM target has its credentials among the mounted secret files."""
     _, r = scenario
     for var in [v for v in os.environ if v.startswith("OPSINTEL_")]:
         monkeypatch.delenv(var)
-    env = {k: v for k, v in r.settings_env.items() if k in SETTING_VARS}  # *_FILE paths exist in the pod only
+    env = {k: v for k, v in r.settings_env.items() if k in SETTING_VARS}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    for var in SECRET_FILE_VARS & set(r.settings_env):  # the mounted paths exist in the pod only: stand-ins
+        stand_in = tmp_path / var
+        stand_in.write_text("placeholder-secret\n")
+        monkeypatch.setenv(var, str(stand_in))
     settings = Settings()
     assert settings.web_host == "0.0.0.0"
     assert str(settings.data_dir) == "/var/lib/opsintel"
@@ -427,6 +439,9 @@ def test_secrets_are_mounted_files_from_existing_secrets(production: Rendered) -
         "OPSINTEL_KAFKA_SSL_CAFILE": values["kafka"]["tls"]["existingSecret"],
         "OPSINTEL_CLICKHOUSE_PASSWORD_FILE": values["clickhouse"]["existingSecret"],
         "OPSINTEL_WEBHOOK_TOKEN_FILE": values["webhook"]["existingSecret"],
+        "OPSINTEL_ITSM_SERVICENOW_TOKEN_FILE": values["itsm"]["servicenow"]["existingSecret"],
+        "OPSINTEL_ITSM_SERVICEDESK_PLUS_AUTHTOKEN_FILE": values["itsm"]["servicedeskPlus"]["existingSecret"],
+        "OPSINTEL_ITSM_WEBHOOK_SECRET_FILE": values["itsm"]["webhook"]["existingSecret"],
     }
     job = production.one("Job")
     job_env = {e["name"]: e["value"] for e in container(job, "migrate")["env"]}
@@ -443,6 +458,24 @@ def test_secrets_are_mounted_files_from_existing_secrets(production: Rendered) -
             assert source["secretName"] == secret
             assert path.name in [item["path"] for item in source["items"]]
     assert not any("PASSWORD=" in line or "TOKEN=" in line for line in production.text.splitlines())
+
+
+def test_itsm_targets_need_their_secrets(helm: str) -> None:
+    """A target without credentials fails at install time, not with 401s from every push."""
+    assert "itsm.servicenow.existingSecret" in render_fails(
+        helm, "minimal-values.yaml", itsm__servicenow__url="https://acme.service-now.com")
+    assert "exactly one of passwordKey" in render_fails(
+        helm, "minimal-values.yaml", itsm__servicenow__url="https://acme.service-now.com",
+        itsm__servicenow__existingSecret="sn", itsm__servicenow__passwordKey="p", itsm__servicenow__tokenKey="t")
+    assert "needs itsm.servicenow.username" in render_fails(
+        helm, "minimal-values.yaml", itsm__servicenow__url="https://acme.service-now.com",
+        itsm__servicenow__existingSecret="sn", itsm__servicenow__passwordKey="p")
+    assert "itsm.servicedeskPlus.existingSecret" in render_fails(
+        helm, "minimal-values.yaml", itsm__servicedeskPlus__url="https://sdp.example")
+    assert "itsm.webhook.existingSecret" in render_fails(helm, "minimal-values.yaml", itsm__webhook__url="https://h.example")
+    assert "url" in render_fails(helm, "minimal-values.yaml", itsm__webhook__url="https://u:pw@h.example")
+    off = render(helm, "minimal-values.yaml").settings_env
+    assert off["OPSINTEL_ITSM_SERVICENOW_URL"] == off["OPSINTEL_ITSM_WEBHOOK_URL"] == ""
 
 
 def test_service_catalog_is_mounted(production: Rendered) -> None:

@@ -6,9 +6,14 @@ creates the ITSM record, later pushes update it; the external id is kept in an
 :class:`ItsmRejected` (do not retry). Put an :class:`ItsmOutbox` in front of a client so a slow or
 failing ITSM never blocks the stream: ``offer`` never waits, ``flush`` / ``run`` retry with
 backoff. Secrets are kept out of ``repr`` and log messages.
+
+:func:`clients_from_settings` builds the targets configured in ``OPSINTEL_ITSM_*`` (sharing one
+:class:`ExternalIdStore` under ``data_dir/itsm``); :class:`ItsmDelivery` pushes a batch to all of
+them and returns only once every target has it (the worker acks the batch then).
 """
 
 from ._base import ExternalIdStore, ItsmClient, describe
+from ._delivery import ItsmDelivery, clients_from_settings, external_id_path
 from ._outbox import ItsmOutbox
 from .exceptions import ItsmError, ItsmRejected, ItsmUnavailable
 from .servicedesk_plus import ServiceDeskPlusProblemClient
@@ -18,6 +23,7 @@ from .webhook import WebhookProblemClient, sign, verify
 __all__ = [
     "ExternalIdStore",
     "ItsmClient",
+    "ItsmDelivery",
     "ItsmError",
     "ItsmOutbox",
     "ItsmRejected",
@@ -25,7 +31,9 @@ __all__ = [
     "ServiceDeskPlusProblemClient",
     "ServiceNowProblemClient",
     "WebhookProblemClient",
+    "clients_from_settings",
     "describe",
+    "external_id_path",
     "sign",
     "verify",
 ]

@@ -135,6 +135,24 @@ Fail early on combinations that cannot work, with a message that says what to ch
 {{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) (not .Values.kafka.sasl.existingSecret) }}
 {{- fail (printf "kafka.securityProtocol=%s needs kafka.sasl.existingSecret (a Secret with the SASL password)" .Values.kafka.securityProtocol) }}
 {{- end }}
+{{- with .Values.itsm.servicenow }}
+{{- if .url }}
+{{- if or (not .existingSecret) (eq (empty .passwordKey) (empty .tokenKey)) }}
+{{- fail "itsm.servicenow.url needs itsm.servicenow.existingSecret and exactly one of passwordKey (basic auth, with username) or tokenKey (OAuth bearer)" }}
+{{- end }}
+{{- if and .passwordKey (not .username) }}
+{{- fail "itsm.servicenow.passwordKey (basic auth) needs itsm.servicenow.username" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.itsm.servicedeskPlus }}
+{{- if and .url (or (not .existingSecret) (eq (empty .authtokenKey) (empty .oauthTokenKey))) }}
+{{- fail "itsm.servicedeskPlus.url needs itsm.servicedeskPlus.existingSecret and exactly one of authtokenKey (on-premises) or oauthTokenKey (cloud)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.itsm.webhook.url (not .Values.itsm.webhook.existingSecret) }}
+{{- fail "itsm.webhook.url needs itsm.webhook.existingSecret (a Secret with the signing secret)" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -145,6 +163,9 @@ Where secrets and the catalogue are mounted (files, read through OPSINTEL_*_FILE
 {{- define "opsintel.kafkaTlsDir" -}}/etc/opsintel/secrets/kafka-tls{{- end }}
 {{- define "opsintel.clickhouseDir" -}}/etc/opsintel/secrets/clickhouse{{- end }}
 {{- define "opsintel.webhookDir" -}}/etc/opsintel/secrets/webhook{{- end }}
+{{- define "opsintel.itsmServicenowDir" -}}/etc/opsintel/secrets/itsm-servicenow{{- end }}
+{{- define "opsintel.itsmServicedeskPlusDir" -}}/etc/opsintel/secrets/itsm-servicedesk-plus{{- end }}
+{{- define "opsintel.itsmWebhookDir" -}}/etc/opsintel/secrets/itsm-webhook{{- end }}
 {{- define "opsintel.catalogDir" -}}/etc/opsintel/catalog{{- end }}
 
 {{/*
@@ -187,6 +208,30 @@ OPSINTEL_SERVICE_FIELD: {{ .Values.worker.serviceField | quote }}
 OPSINTEL_SERVICE_CATALOG: {{ printf "%s/services.yaml" (include "opsintel.catalogDir" .) | quote }}
 {{- end }}
 OPSINTEL_LOG_LEVEL: {{ .Values.worker.logLevel | quote }}
+{{- with .Values.itsm.servicenow }}
+OPSINTEL_ITSM_SERVICENOW_URL: {{ .url | quote }}
+OPSINTEL_ITSM_SERVICENOW_USERNAME: {{ .username | quote }}
+OPSINTEL_ITSM_SERVICENOW_TABLE: {{ .table | quote }}
+{{- if and .existingSecret .passwordKey }}
+OPSINTEL_ITSM_SERVICENOW_PASSWORD_FILE: {{ printf "%s/password" (include "opsintel.itsmServicenowDir" $) | quote }}
+{{- end }}
+{{- if and .existingSecret .tokenKey }}
+OPSINTEL_ITSM_SERVICENOW_TOKEN_FILE: {{ printf "%s/token" (include "opsintel.itsmServicenowDir" $) | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.itsm.servicedeskPlus }}
+OPSINTEL_ITSM_SERVICEDESK_PLUS_URL: {{ .url | quote }}
+{{- if and .existingSecret .authtokenKey }}
+OPSINTEL_ITSM_SERVICEDESK_PLUS_AUTHTOKEN_FILE: {{ printf "%s/authtoken" (include "opsintel.itsmServicedeskPlusDir" $) | quote }}
+{{- end }}
+{{- if and .existingSecret .oauthTokenKey }}
+OPSINTEL_ITSM_SERVICEDESK_PLUS_OAUTH_TOKEN_FILE: {{ printf "%s/oauth-token" (include "opsintel.itsmServicedeskPlusDir" $) | quote }}
+{{- end }}
+{{- end }}
+OPSINTEL_ITSM_WEBHOOK_URL: {{ .Values.itsm.webhook.url | quote }}
+{{- if .Values.itsm.webhook.existingSecret }}
+OPSINTEL_ITSM_WEBHOOK_SECRET_FILE: {{ printf "%s/secret" (include "opsintel.itsmWebhookDir" .) | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -230,6 +275,49 @@ paths above do not depend on the key names users chose.
       - key: {{ .Values.webhook.tokenKey }}
         path: token
 {{- end }}
+{{- with .Values.itsm.servicenow }}
+{{- if and .existingSecret (or .passwordKey .tokenKey) }}
+- name: itsm-servicenow
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      {{- if .passwordKey }}
+      - key: {{ .passwordKey }}
+        path: password
+      {{- end }}
+      {{- if .tokenKey }}
+      - key: {{ .tokenKey }}
+        path: token
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.itsm.servicedeskPlus }}
+{{- if and .existingSecret (or .authtokenKey .oauthTokenKey) }}
+- name: itsm-servicedesk-plus
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      {{- if .authtokenKey }}
+      - key: {{ .authtokenKey }}
+        path: authtoken
+      {{- end }}
+      {{- if .oauthTokenKey }}
+      - key: {{ .oauthTokenKey }}
+        path: oauth-token
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.itsm.webhook.existingSecret }}
+- name: itsm-webhook
+  secret:
+    secretName: {{ .Values.itsm.webhook.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.itsm.webhook.secretKey }}
+        path: secret
+{{- end }}
 {{- end }}
 
 {{- define "opsintel.secretVolumeMounts" -}}
@@ -251,6 +339,25 @@ paths above do not depend on the key names users chose.
 {{- if .Values.webhook.existingSecret }}
 - name: webhook
   mountPath: {{ include "opsintel.webhookDir" . }}
+  readOnly: true
+{{- end }}
+{{- with .Values.itsm.servicenow }}
+{{- if and .existingSecret (or .passwordKey .tokenKey) }}
+- name: itsm-servicenow
+  mountPath: {{ include "opsintel.itsmServicenowDir" $ }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- with .Values.itsm.servicedeskPlus }}
+{{- if and .existingSecret (or .authtokenKey .oauthTokenKey) }}
+- name: itsm-servicedesk-plus
+  mountPath: {{ include "opsintel.itsmServicedeskPlusDir" $ }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if .Values.itsm.webhook.existingSecret }}
+- name: itsm-webhook
+  mountPath: {{ include "opsintel.itsmWebhookDir" . }}
   readOnly: true
 {{- end }}
 {{- end }}
