@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -43,8 +44,11 @@ def problem_row(rec: ProblemRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _value(row: Any, name: str) -> Any:
-    return row[name] if isinstance(row, Mapping) else getattr(row, name)
+def _columns(rows: Sequence[Any], names: Sequence[str]) -> list[list[Any]]:
+    """Rows (all mappings, or all objects with those attributes) as one list per column."""
+    if isinstance(rows[0], Mapping):
+        return [[r[name] for r in rows] for name in names]
+    return [list(map(attrgetter(name), rows)) for name in names]
 
 
 class AnalyticsWrites:
@@ -63,7 +67,7 @@ class AnalyticsWrites:
         if not rows:
             return 0
         table = TABLES_BY_NAME[name]
-        self._insert(table, [[_value(r, c) for r in rows] for c in table.column_names])
+        self._insert(table, _columns(rows, table.column_names))
         return len(rows)
 
     def insert_incident_impact(self, rows: Sequence[Any]) -> int:

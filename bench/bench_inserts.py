@@ -1,0 +1,157 @@
+"""ClickHouse insert rate through clickhouse-connect on embedded chDB (issue 8: >= 200,000 rows/s).
+
+Every run makes a fresh store (``ClickHouseStore("chdb://<tmp>", "bench")`` + ``migrate()``) and
+inserts, in batches of ``--batch`` rows (the worker's default batch is 10,000), through the
+store's own methods:
+
+* ``ticket_events``: the ServiceNow log's 141,712 canonical events (time-ordered), raw table only
+  (``_insert_events``, what ``insert_ticket_events`` does first);
+* ``ticket_events+incidents``: ``insert_ticket_events`` as the worker calls it (raw rows, then the
+  newest version of each ticket of the batch into ``incidents``); rows/s counts ticket events;
+* ``incident_impact``: the rows the worker writes, ``ImpactModel(Catalog.empty()).rows_for`` over
+  the log in batches of 10,000 events (one row per ticket a batch touched);
+* ``anomalies``: synthetic :class:`detectors.AnomalyRow` s (``anomaly_row`` over 50 services × hourly
+  intervals; the shape the trend monitor writes).
+
+Only the insert calls are timed (after one warm-up insert per table in a scratch store:
+clickhouse-connect imports pandas on its first insert). For each table the bench also times building
+the column lists the way the store does (``[[_value(row, col) for row in rows] for col in columns]``
+for the analytics tables, ``getattr`` for ``ticket_events``) without inserting, and the same with a
+plain ``getattr``, as a share of the insert time: how much of an insert is Python row → column
+conversion; the rest is clickhouse-connect (serialising the columns to ClickHouse's Native format)
+and chDB (parsing + writing the part).
+
+    .venv/bin/python bench/bench_inserts.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from detectors._seasonal import AnomalyVerdict  # noqa: E402
+from detectors._trend_series import anomaly_row  # noqa: E402
+from opsintel.catalog import Catalog  # noqa: E402
+from opsintel.events import TicketEvent  # noqa: E402
+from opsintel.impact import ImpactModel  # noqa: E402
+from sinks.clickhouse import TABLES_BY_NAME, ClickHouseStore  # noqa: E402
+from sinks.clickhouse.analytics_store import _value  # noqa: E402
+from streams.adapters import read_events  # noqa: E402
+from streams.adapters._base import Rejected  # noqa: E402
+
+Inserter = Callable[[Sequence[Any], int], Any]  #: (batch, offset of its first row) -> None
+
+LOG = ROOT.parent / "shared" / "data" / "servicenow" / "incident_event_log.csv.gz"
+
+
+def chunks(rows: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def make_rows(log: Path, batch: int, anomalies: int) -> tuple[list[TicketEvent], list[Any], list[Any]]:
+    events = [e for e in read_events("servicenow-csv", log) if not isinstance(e, Rejected)]
+    events.sort(key=lambda e: e.event_time)
+    model = ImpactModel(Catalog.empty())
+    impact = [row for b in chunks(events, batch) for row in model.rows_for(b)]
+    t0 = datetime(2016, 3, 1, tzinfo=UTC)
+    anomaly_rows = [
+        anomaly_row(f"Service {i % 50}", ("tickets", "alerts", "p1")[i % 3], t0 + timedelta(hours=i // 50),
+                    AnomalyVerdict(float(i % 17), 4.0, (1.0, 7.0), 3.5 + (i % 7) / 10, True,
+                                   "spike" if i % 2 else "drop"),
+                    "spike" if i % 2 else "drop", "seasonal")
+        for i in range(anomalies)
+    ]  # fmt: skip
+    return events, impact, anomaly_rows
+
+
+def timed(batches: list[Sequence[Any]], insert: Inserter) -> float:
+    started = time.perf_counter()
+    offset = 0
+    for b in batches:
+        insert(b, offset)
+        offset += len(b)
+    return time.perf_counter() - started
+
+
+def columns_only(table: str, batches: list[Sequence[Any]], *, as_store: bool = True) -> float:
+    """Seconds to build the column lists of ``batches``: as the store does (``as_store``; the
+    analytics tables go through ``_value``, which accepts mappings too), or with a plain ``getattr``."""
+    names = TABLES_BY_NAME[table].column_names
+    if table == "ticket_events":
+        names = names[:-2]  # partition and offset come as their own lists
+    get = _value if as_store and table != "ticket_events" else getattr
+    started = time.perf_counter()
+    for rows in batches:
+        [[get(r, c) for r in rows] for c in names]
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--anomalies", type=int, default=100_000, help="synthetic anomaly rows")
+    parser.add_argument("--log", type=Path, default=LOG)
+    parser.add_argument("--only", default="", help="comma-separated subset of the tables (for profiling)")
+    args = parser.parse_args()
+
+    events, impact, anomaly_rows = make_rows(args.log, args.batch, args.anomalies)
+    ev_batches, imp_batches, an_batches = (chunks(x, args.batch) for x in (events, impact, anomaly_rows))
+    print(f"rows: ticket_events {len(events):,}, incident_impact {len(impact):,}, anomalies {len(anomaly_rows):,}; "
+          f"batches of {args.batch:,}")
+    raw_table = TABLES_BY_NAME["ticket_events"]
+    cases: dict[str, tuple[int, list[Sequence[Any]], Callable[[ClickHouseStore], Inserter]]] = {
+        "ticket_events": (len(events), ev_batches, lambda s: lambda b, o: s._insert_events(
+            raw_table, b, [0] * len(b), range(o, o + len(b)))),
+        "ticket_events+incidents": (len(events), ev_batches, lambda s: lambda b, o: s.insert_ticket_events(
+            b, [0] * len(b), range(o, o + len(b)))),
+        "incident_impact": (len(impact), imp_batches, lambda s: lambda b, _o: s.insert_incident_impact(b)),
+        "anomalies": (len(anomaly_rows), an_batches, lambda s: lambda b, _o: s.insert_anomalies(b)),
+    }  # fmt: skip
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k in args.only.split(",")}
+    rates: dict[str, list[float]] = {k: [] for k in cases}
+    conv: dict[str, list[float]] = {k: [] for k in cases}
+    plain: dict[str, list[float]] = {k: [] for k in cases}
+    with tempfile.TemporaryDirectory() as tmp:  # warm-up: clickhouse-connect imports pandas on its first insert
+        store = ClickHouseStore(f"chdb://{tmp}/chdb", "bench")
+        store.migrate()
+        for _n, batches, make in cases.values():
+            make(store)(batches[0][:100], 0)
+        store.close()
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = ClickHouseStore(f"chdb://{tmp}/chdb", "bench")
+            store.migrate()
+            line = []
+            for name, (n, batches, make) in cases.items():
+                seconds = timed(batches, make(store))
+                rates[name].append(n / seconds)
+                table = "ticket_events" if name.startswith("ticket_events") else name
+                conv_s = columns_only(table, batches)
+                conv[name].append(conv_s / seconds)
+                plain[name].append(columns_only(table, batches, as_store=False) / seconds)
+                line.append(f"{name} {n / seconds:>9,.0f} rows/s ({seconds:.2f}s, columns {conv_s / seconds:.0%})")
+            counts = store.table_counts(["ticket_events", "incident_impact", "anomalies"])
+            store.close()
+        print(f"run {run + 1}: " + "; ".join(line) + f"   [stored: {counts}]")
+    for name in cases:
+        med = statistics.median(rates[name])
+        print(f"median {name:24} {med:>9,.0f} rows/s  (runs {' / '.join(f'{r:,.0f}' for r in rates[name])}; "
+              f"row→column share {statistics.median(conv[name]):.0%}, with plain getattr "
+              f"{statistics.median(plain[name]):.0%}; target >= 200,000: "
+              f"{'met' if med >= 200_000 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

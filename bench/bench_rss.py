@@ -1,0 +1,193 @@
+"""Worker peak RSS over a 1× and a k× longer replay (issue 8: flat within ±10 % between 1× and 10×).
+
+The ServiceNow log (time-ordered) is replayed ``--copies`` times with shifted timestamps: copy *i*
+has every datetime field of every event (``event_time``, ``opened_at``, ``resolved_at``,
+``closed_at``, ``reopened_at``) moved by ``i × (log span + 1 day)`` and its ``ticket_id`` /
+``event_id`` suffixed with ``~r<i>``, so each copy is a new set of tickets later in time (copies
+follow each other, so the whole stream stays in time order). Two topic sets are loaded once: the
+1× log and the k× replay.
+
+Then, ``--runs`` times, alternating: a fresh ``opsintel worker`` (new consumer group, new embedded
+chDB folder) over the 1× topics, then over the k× topics. A sampler reads ``VmRSS`` of the worker
+process (``/proc/<pid>/status``) every second together with the share of the input its group has
+committed; the worker's peak RSS is its ``VmHWM`` when the committed offsets reach the end.
+
+Prints per run: peak RSS of 1× and k×, their ratio, the RSS at 10 %, 50 % and 100 % of the k× run
+(and its rate), then the medians. Needs the local broker.
+
+    .venv/bin/python bench/bench_rss.py --runs 3 --copies 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opsintel.events import TicketEvent, _time_fields  # noqa: E402
+from opsintel.settings import Settings  # noqa: E402
+from streams.adapters import read_events  # noqa: E402
+from streams.adapters._base import Rejected  # noqa: E402
+from streams.ingest import INPUT_TOPICS, Ingestor, OffsetProgress, ensure_topics  # noqa: E402
+from tests.support import WorkerProcess, free_port  # noqa: E402
+
+LOG = ROOT.parent / "shared" / "data" / "servicenow" / "incident_event_log.csv.gz"
+
+
+def shifted(ev: TicketEvent, i: int, shift: timedelta, fields: tuple[str, ...]) -> TicketEvent:
+    if i == 0:
+        return ev
+    changes = {f: getattr(ev, f) + i * shift for f in fields if getattr(ev, f) is not None}
+    return msgspec.structs.replace(ev, event_id=f"{ev.event_id}~r{i}", ticket_id=f"{ev.ticket_id}~r{i}", **changes)
+
+
+def load(settings: Settings, events: list[TicketEvent], copies: int, shift: timedelta) -> int:
+    ensure_topics(settings)
+    fields = _time_fields(TicketEvent)
+    ingestor = Ingestor(settings)
+    for i in range(copies):
+        for ev in events:
+            ingestor.send_event(shifted(ev, i, shift, fields))
+        ingestor.flush()
+    ingestor.close()
+    return ingestor.report.sent[settings.topic("tickets")]
+
+
+def status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+@dataclass
+class RunResult:
+    hwm: int  #: VmHWM (kB) when the group had committed everything
+    seconds: float
+    rate: float
+    at: dict[float, int]  #: VmRSS (kB) at the first sample with that share committed
+    samples: list[tuple[float, float, int]]  #: (seconds, share committed, VmRSS kB)
+
+
+def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir: Path) -> RunResult:
+    group = f"rss-{uuid.uuid4().hex[:8]}"
+    env = dict(base_env, OPSINTEL_TOPIC_PREFIX=settings.topic_prefix, OPSINTEL_CONSUMER_GROUP=group,
+               OPSINTEL_DATA_DIR=str(workdir / group), OPSINTEL_WEB_PORT=str(free_port()))
+    run_settings = settings.model_copy(update={"consumer_group": group})
+    w = WorkerProcess(env, workdir / f"{group}.log").start()
+    assert w.proc is not None
+    pid = w.proc.pid
+    samples: list[tuple[float, float, int]] = []  # (seconds, share committed, VmRSS kB)
+    done = threading.Event()
+    share = [0.0]
+    started = time.monotonic()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                samples.append((time.monotonic() - started, share[0], status_kb(pid, "VmRSS")))
+            except (OSError, KeyError):
+                return
+            done.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with OffsetProgress(run_settings, [settings.topic(t) for t in INPUT_TOPICS]) as progress:
+            while True:
+                remaining = progress.remaining()
+                share[0] = 1 - remaining / total
+                if remaining == 0:
+                    break
+                time.sleep(1.0)
+        elapsed = time.monotonic() - started
+        hwm = status_kb(pid, "VmHWM")
+        rss_end = status_kb(pid, "VmRSS")
+        done.set()
+        sampler.join()
+        samples.append((elapsed, 1.0, rss_end))
+    finally:
+        done.set()
+        w.stop()
+
+    def at(frac: float) -> int:
+        return next(kb for _, s, kb in samples if s >= frac)
+
+    return RunResult(hwm, elapsed, total / elapsed, {f: at(f) for f in (0.1, 0.5, 1.0)}, samples)
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:,.0f} MB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=10, help="length of the long replay, in copies of the log")
+    parser.add_argument("--log", type=Path, default=LOG)
+    parser.add_argument("--bootstrap", default=os.environ.get("OPSINTEL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    args = parser.parse_args()
+
+    events = [e for e in read_events("servicenow-csv", args.log) if not isinstance(e, Rejected)]
+    events.sort(key=lambda e: e.event_time)
+    fields = _time_fields(TicketEvent)
+    stamps = [getattr(e, f) for e in events for f in fields if getattr(e, f) is not None]
+    span = max(stamps) - min(stamps)
+    shift = span + timedelta(days=1)
+    print(f"log: {len(events):,} events, datetimes {min(stamps):%Y-%m-%d} .. {max(stamps):%Y-%m-%d} "
+          f"(span {span.days} d); copy i shifted by i × {shift.days} d")
+
+    sets = {}
+    for copies in (1, args.copies):
+        settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=f"rss{uuid.uuid4().hex[:6]}.", partitions=4)
+        t0 = time.perf_counter()
+        n = load(settings, events, copies, shift)
+        print(f"loaded {copies}× = {n:,} events into {settings.topic('tickets')} in {time.perf_counter() - t0:.0f}s")
+        sets[copies] = (settings, n)
+
+    base_env = dict(os.environ, OPSINTEL_KAFKA_BOOTSTRAP=args.bootstrap, OPSINTEL_PARTITIONS="4")
+    peaks: dict[int, list[int]] = {1: [], args.copies: []}
+    ratios: list[float] = []
+    growth: dict[float, list[int]] = {0.1: [], 0.5: [], 1.0: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            res = {c: worker_run(base_env, s, n, Path(tmp)) for c, (s, n) in sets.items()}
+            short, long = res[1], res[args.copies]
+            for c in peaks:
+                peaks[c].append(res[c].hwm)
+            ratio = long.hwm / short.hwm
+            ratios.append(ratio)
+            for f in growth:
+                growth[f].append(long.at[f])
+            print(f"run {run + 1}: peak RSS 1× {mb(short.hwm)} ({short.seconds:.0f}s, {short.rate:,.0f} ev/s), "
+                  f"{args.copies}× {mb(long.hwm)} ({long.seconds:.0f}s, {long.rate:,.0f} ev/s), "
+                  f"ratio {ratio:.2f};  {args.copies}× RSS at 10 % {mb(long.at[0.1])}, 50 % {mb(long.at[0.5])}, "
+                  f"100 % {mb(long.at[1.0])}", flush=True)
+            step = max(1, len(long.samples) // 20)
+            print("  trace (s, committed, RSS MB): " + ", ".join(
+                f"{t:.0f}s {s:.0%} {kb / 1024:.0f}" for t, s, kb in long.samples[::step]), flush=True)
+    print(f"median peak RSS: 1× {mb(statistics.median(peaks[1]))}, {args.copies}× "
+          f"{mb(statistics.median(peaks[args.copies]))}, ratio {statistics.median(ratios):.2f} "
+          f"(target within ±10 %: {'met' if abs(statistics.median(ratios) - 1) <= 0.10 else 'NOT met'}); "
+          f"{args.copies}× RSS at 10/50/100 %: "
+          + " / ".join(mb(statistics.median(growth[f])) for f in (0.1, 0.5, 1.0)))
+
+
+if __name__ == "__main__":
+    subprocess.run([str(ROOT / "deploy" / "kafka.sh"), "start"], check=True)
+    main()
