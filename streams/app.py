@@ -147,8 +147,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def run_batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]]) -> None:
         """The same for a run-delivered topic: each event is one partition's run of records (one
-        fetch's worth); a batch is the runs of one fetch, or what came within ``batch_seconds``."""
-        async for batch in cast(Stream, stream).noack_take(settings.partitions, within=settings.batch_seconds):
+        fetch's worth); a batch is the runs of one fetch (at most ``partitions`` runs)."""
+        # the runs of one fetch arrive back to back: a short `within` closes the batch after them
+        # (the consumer's linger already waited batch_seconds for that fetch to fill)
+        within = min(0.05, settings.batch_seconds)
+        async for batch in cast(Stream, stream).noack_take(settings.partitions, within=within):
             await handle([RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
                           for ev in batch for r in ev.value])
             for ev in batch:

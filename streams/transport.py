@@ -14,7 +14,11 @@ partition, in offset order. Everything else stays Faust's own machinery:
   run - and only once the agent has acked it, after the batch is durable;
 * read offsets, generation ids, flow control, rebalances, seeks and commits are Faust's;
 * other topics (feedback, dead letters) get Faust's per-message delivery, without the task per
-  message Faust's loop spends on an interruptible wait while no rebalance is under way.
+  message Faust's loop spends on an interruptible wait while no rebalance is under way;
+* once the consumer has caught up (a fetch returns fewer records than it may), it waits
+  ``linger`` seconds before fetching again, so that a live stream arrives in runs of that many
+  seconds' worth of records rather than a few records each: a batch costs a detector checkpoint,
+  which would otherwise be paid every few records. A backlog is fetched without pause.
 
 One rule needs care: a delivery that is in flight when a rebalance starts waits for the flow to
 resume, which is *after* Faust has sought the partitions back to their committed offsets. Its
@@ -60,6 +64,11 @@ class RunDeliveryConsumer(faust_aiokafka.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by every worker test
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        # seconds to wait before the next fetch after one that was not full: the worker's
+        # batch_seconds (0 for an app that is not the opsintel worker: fetch at once)
+        state = getattr(self.app, "opsintel", None)
+        linger = float(state.settings.batch_seconds) if state is not None else 0.0
+        full = self.app.conf.broker_max_poll_records or 1
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -68,6 +77,11 @@ class RunDeliveryConsumer(faust_aiokafka.Consumer):
                 if records is not None and not self.should_stop:
                     if self.flow_active:
                         await self._deliver(records, active)
+                        if linger and sum(map(len, records.values())) < full:
+                            # caught up: let the next fetch gather up to `linger` seconds of records
+                            # (Kafka's fetch.min.bytes / fetch.max.wait, which Faust does not expose),
+                            # so a live stream makes batches of that much, not of a few records each
+                            await self.sleep(linger)
                     else:
                         try:  # as Faust's getmany: a fetch made while the flow was stopped is dropped
                             await self.perform_seek()
