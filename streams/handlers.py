@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from opsintel.problems import ProblemRecord, decode_feedback, decode_problem, encode_problem
+from opsintel.problems import Feedback, ProblemRecord, decode_feedback, decode_problem, encode_problem
 from opsintel.settings import Settings
 from sinks.deadletter import DeadLetter
 from sinks.itsm import ItsmDelivery
@@ -39,6 +39,10 @@ class StreamHandlers:
         self.send = send
         self.impact = impact
         self.itsm = itsm
+        # the agents share each partition's detectors: one agent's checkpoint must never include
+        # what another agent's batch has learned but not yet published (a crash would then skip
+        # re-publishing it), so learn -> publish -> checkpoint runs one batch at a time
+        self._detecting = asyncio.Lock()
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage]) -> None:
         """Tickets, changes, alerts: store, detect, checkpoint, dead-letter."""
@@ -46,35 +50,38 @@ class StreamHandlers:
         if done.events:
             if self.impact is not None:
                 await self.impact.process(done.events)
-            for stage in self.stages:
-                await self.publish(await stage.learn(done.events, done.messages))
-                await self.publish_anomalies(stage.pop_anomalies())
-            for stage in self.stages:
-                await stage.checkpoint()
+            async with self._detecting:
+                for stage in self.stages:
+                    await self.publish(await stage.learn(done.events, done.messages))
+                    await self.publish_anomalies(stage.pop_anomalies())
+                for stage in self.stages:
+                    await stage.checkpoint()
         await self.send_dead_letters(done.dead_letters)
 
     async def feedback(self, messages: Sequence[RawMessage]) -> None:
         """Human decisions on problems: apply to the owning partition's detector, publish the result."""
         dead: list[DeadLetter] = []
+        decisions: list[tuple[Feedback, RawMessage]] = []
         for msg in messages:
             try:
-                fb = decode_feedback(msg.value or b"")
+                decisions.append((decode_feedback(msg.value or b""), msg))
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
                 dead.append(_undecodable(msg, e))
-                continue
-            known = False
+        async with self._detecting:
+            for fb, msg in decisions:
+                known = False
+                for stage in self.stages:
+                    applied, records = await stage.apply_feedback(fb, msg)
+                    known |= applied
+                    await self.publish(records)
+                if not known:
+                    # no detector tracks it any more (its group expired): record the decision on the stored
+                    # record, so the queue shows it, even though nothing will re-raise the group anyway
+                    changed = await self.writer.retrying("problems", self.writer.store.record_decision, fb)
+                    log.info("decision %s on %s applied to the stored record (%s)", fb.action, fb.problem_id,
+                             "found" if changed else "no such problem")
             for stage in self.stages:
-                applied, records = await stage.apply_feedback(fb, msg)
-                known |= applied
-                await self.publish(records)
-            if not known:
-                # no detector tracks it any more (its group expired): record the decision on the stored
-                # record, so the queue shows it, even though nothing will re-raise the group anyway
-                changed = await self.writer.retrying("problems", self.writer.store.record_decision, fb)
-                log.info("decision %s on %s applied to the stored record (%s)", fb.action, fb.problem_id,
-                         "found" if changed else "no such problem")
-        for stage in self.stages:
-            await stage.checkpoint()
+                await stage.checkpoint()
         await self.dead_letter(dead)
 
     async def push_problems(self, messages: Sequence[RawMessage]) -> None:
