@@ -15,11 +15,10 @@ store's own methods:
 
 Only the insert calls are timed (after one warm-up insert per table in a scratch store:
 clickhouse-connect imports pandas on its first insert). For each table the bench also times building
-the column lists the way the store does (``_columns(rows, columns)``: one ``attrgetter`` per column
-for the analytics tables, ``getattr`` for ``ticket_events``) without inserting, and the same with a
-plain ``getattr``, as a share of the insert time: how much of an insert is Python row → column
-conversion; the rest is clickhouse-connect (serialising the columns to ClickHouse's Native format)
-and chDB (parsing + writing the part).
+the column lists the way the store does (``_columns(rows, columns)``: one ``attrgetter`` per
+column) without inserting, and the same with a plain ``getattr``, as a share of the insert time:
+how much of an insert is Python row → column conversion; the rest is clickhouse-connect
+(serialising the columns to ClickHouse's Native format) and chDB (parsing + writing the part).
 
     .venv/bin/python bench/bench_inserts.py --runs 3
 """
@@ -85,13 +84,13 @@ def timed(batches: list[Sequence[Any]], insert: Inserter) -> float:
 
 def columns_only(table: str, batches: list[Sequence[Any]], *, as_store: bool = True) -> float:
     """Seconds to build the column lists of ``batches``: as the store does (``as_store``; the
-    analytics tables go through ``_columns``, which accepts mappings too), or with a plain ``getattr``."""
+    store's ``_columns``, which accepts mappings too), or with a plain ``getattr``."""
     names = TABLES_BY_NAME[table].column_names
     if table == "ticket_events":
         names = names[:-2]  # partition and offset come as their own lists
     started = time.perf_counter()
     for rows in batches:
-        if as_store and table != "ticket_events":
+        if as_store:
             _columns(rows, names)
         else:
             [[getattr(r, c) for r in rows] for c in names]

@@ -9,7 +9,7 @@ ClickHouse"; a crash before the ack replays the batch, and the idempotent tables
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -141,9 +141,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
             await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
                                      _headers(ev) if with_headers else {}, ev.message.key) for ev in batch])
-            for ev in batch:
-                await stream.ack(ev)
-                state.positions[ev.message.tp] = ev.message.offset + 1
+            await ack(stream, batch)
+
+    async def ack(stream: faust.StreamT, batch: Sequence[Any]) -> None:
+        for ev in batch:
+            await stream.ack(ev)
+            state.positions[ev.message.tp] = ev.message.offset + 1  # a run's message is its last record
 
     async def run_batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]]) -> None:
         """The same for a run-delivered topic: each event is one partition's run of records (one
@@ -154,9 +157,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async for batch in cast(Stream, stream).noack_take(settings.partitions, within=within):
             await handle([RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
                           for ev in batch for r in ev.value])
-            for ev in batch:
-                await stream.ack(ev)
-                state.positions[ev.message.tp] = ev.message.offset + 1
+            await ack(stream, batch)
 
     @app.agent(topics["tickets"], name="opsintel.tickets")
     async def tickets(stream: faust.StreamT) -> None:

@@ -58,8 +58,14 @@ RECORD_RUNS = RecordRuns()
 
 
 class RunDeliveryConsumer(faust_aiokafka.Consumer):
-    def _run_topics(self) -> set[str]:
-        return {t.get_topic_name() for t in self.app.topics if getattr(t, "value_serializer", None) is RECORD_RUNS}
+    _run_topic_names: frozenset[str] | None = None
+
+    def _run_topics(self) -> frozenset[str]:
+        # the app's topics are fixed once it consumes: found on the first fetch, not on every one
+        if self._run_topic_names is None:
+            self._run_topic_names = frozenset(t.get_topic_name() for t in self.app.topics
+                                              if getattr(t, "value_serializer", None) is RECORD_RUNS)
+        return self._run_topic_names
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by every worker test
         consumer_should_stop = cast(Service, self)._stopped.is_set

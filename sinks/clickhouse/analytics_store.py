@@ -45,7 +45,8 @@ def problem_row(rec: ProblemRecord) -> dict[str, Any]:
 
 
 def _columns(rows: Sequence[Any], names: Sequence[str]) -> list[list[Any]]:
-    """Rows (all mappings, or all objects with those attributes) as one list per column."""
+    """Rows (all mappings, or all objects with those attributes) as one list per column: the
+    shape every insert of the store sends (``column_oriented``)."""
     if isinstance(rows[0], Mapping):
         return [[r[name] for r in rows] for name in names]
     return [list(map(attrgetter(name), rows)) for name in names]

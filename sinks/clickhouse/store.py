@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
-from sinks.clickhouse.analytics_store import AnalyticsWrites
+from sinks.clickhouse.analytics_store import AnalyticsWrites, _columns
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
 from sinks.deadletter import DeadLetter
 from sinks.exceptions import SchemaError, SinkError, SinkRejected, SinkUnavailable
@@ -126,12 +126,8 @@ class ClickHouseStore(AnalyticsWrites):
             if prev is None or ev.version >= prev.version:
                 latest[key] = ev
         table = TABLES_BY_NAME["incidents"]
-        rows = list(latest.values())
-        columns = [
-            [getattr(e, "event_id" if name == "last_event_id" else name) for e in rows]
-            for name in table.column_names
-        ]
-        self._insert(table, columns)
+        names = ["event_id" if name == "last_event_id" else name for name in table.column_names]
+        self._insert(table, _columns(list(latest.values()), names))
         return len(events)
 
     def insert_monitoring_events(self, events: Sequence[MonitoringEvent], partitions: Sequence[int],
@@ -152,19 +148,14 @@ class ClickHouseStore(AnalyticsWrites):
         if not letters:
             return 0
         table = TABLES_BY_NAME["dead_letters"]
-        columns = [
-            [getattr(dl, name) if name != "reason_code" else dl.reason_code for dl in letters]
-            for name in table.column_names
-        ]
-        self._insert(table, columns)
+        self._insert(table, _columns(letters, table.column_names))
         return len(letters)
 
     def _insert_events(self, table: Table, events: Sequence[Any], partitions: Sequence[int],
                        offsets: Sequence[int]) -> None:
         if not events:
             return
-        names = table.column_names
-        columns: list[list[Any]] = [[getattr(e, name) for e in events] for name in names[:-2]]
+        columns = _columns(events, table.column_names[:-2])  # then the Kafka partition and offset
         columns.append(list(partitions))
         columns.append(list(offsets))
         self._insert(table, columns)
