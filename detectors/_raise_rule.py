@@ -139,20 +139,16 @@ class RaiseRule(msgspec.Struct, frozen=True, kw_only=True):
 
     def is_unusual(self, count: int, expected: float) -> bool:
         """Whether ``count`` incidents in window are a burst for a group expecting ``expected``."""
-        return (
-            expected <= self.max_expected
-            and count >= self.threshold(expected)
-            and nbinom_sf(count, expected, self.dispersion, stop_above=self.alpha) <= self.alpha
-        )
+        return expected <= self.max_expected and self._beyond_chance(count, expected, self.alpha)
 
     def is_burst(self, count: int, window_expected: float, share: float) -> bool:
         """Whether ``count`` incidents within a span ``share`` of the window are a short burst."""
-        expected = window_expected * share
-        return (
-            window_expected <= self.max_expected
-            and count >= self.threshold(expected)
-            and nbinom_sf(count, expected, self.dispersion, stop_above=self.burst_alpha) <= self.burst_alpha
-        )
+        return window_expected <= self.max_expected and self._beyond_chance(
+            count, window_expected * share, self.burst_alpha)
+
+    def _beyond_chance(self, count: int, expected: float, alpha: float) -> bool:
+        return count >= self.threshold(expected) and nbinom_sf(count, expected, self.dispersion,
+                                                               stop_above=alpha) <= alpha
 
     def still_elevated(self, count: int, expected: float) -> bool:
         """Whether an open episode goes on: still above halfway to the raise threshold."""
