@@ -35,9 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -134,11 +137,32 @@ def run_once(args: argparse.Namespace, events: list[TicketEvent], workdir: Path)
                 time.sleep(0.25)
         drained_s = time.monotonic() - started
         time.sleep(3.0)  # the problem records of the last batch are sent before its commit; margin anyway
+        stages = stage_means(w.url)
     finally:
         w.stop()
+    print("  mean time per batch by stage: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()))
     print(f"  {prefix}: sent {len(events):,} events in {sent_s:.1f}s ({len(events) / sent_s:,.0f}/s offered), "
           f"worker drained at {drained_s:.1f}s, group stable {joined:.1f}s after /health")
     return analyse(settings)
+
+
+def stage_means(url: str) -> dict[str, float]:
+    """Mean seconds per batch in each stage (``opsintel_stage_duration_seconds``) and per ClickHouse
+    table written (``opsintel_flush_duration_seconds``), from the worker's ``/metrics``."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("opsintel_stage_duration_seconds", "opsintel_flush_duration_seconds"):
+            continue
+        for sample in family.samples:
+            name = sample.labels.get("stage") or f"insert {sample.labels.get('table')}"
+            if sample.name.endswith("_sum"):
+                sums[name] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[name] = sample.value
+    return {k: sums[k] / counts[k] for k in sums if counts.get(k)}
 
 
 def analyse(settings: Settings) -> dict[str, list[float]]:

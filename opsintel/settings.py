@@ -81,10 +81,22 @@ class Settings(BaseSettings):
     # --- worker --------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="OPSINTEL_DATA_DIR: local state (chDB, Faust tables).")
     batch_size: int = Field(
-        10000, ge=1, description="OPSINTEL_BATCH_SIZE: events per batch (one insert and checkpoint per batch)."
+        10000, ge=1,
+        description="OPSINTEL_BATCH_SIZE: most events per batch; a flush is due once this many are pending.",
     )
     batch_seconds: float = Field(
-        1.0, gt=0, description="OPSINTEL_BATCH_SECONDS: flush a partial batch after this long."
+        0.2, gt=0,
+        description=(
+            "OPSINTEL_BATCH_SECONDS: once caught up, gather this long before detecting (bounds the "
+            "event-to-problem latency)."
+        ),
+    )
+    flush_seconds: float = Field(
+        1.0, ge=0,
+        description=(
+            "OPSINTEL_FLUSH_SECONDS: write stored rows, checkpoint the detectors and commit offsets "
+            "at least this often (0: after every batch)."
+        ),
     )
     web_host: str = Field("127.0.0.1", description="OPSINTEL_WEB_HOST: bind address of the worker's HTTP port.")
     web_port: int = Field(6066, ge=1, le=65535, description="OPSINTEL_WEB_PORT: metrics, health, webhook.")

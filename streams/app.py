@@ -28,7 +28,7 @@ from streams.handlers import StreamHandlers
 from streams.impact_stage import ImpactStage
 from streams.metrics import WorkerMetrics
 from streams.monitor import BatchMonitor
-from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, RawMessage
+from streams.pipeline import CHANGES, MONITORING, TICKETS, BatchWriter, EventKind, RawMessage
 from streams.transport import RECORD_RUNS, RunDeliveryTransport
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # buffered per agent are already several batches of work
     runs = {
         name: app.topic(settings.topic(name), key_type=bytes, value_serializer=RECORD_RUNS,
-                        partitions=settings.partitions, maxsize=4 * settings.partitions)
+                        partitions=settings.partitions)
         for name in ("tickets", "monitoring", "changes")
     }
+    for topic in runs.values():
+        # `App.topic` takes `maxsize` but never passes it on (faust-streaming 0.15.3), so the agents'
+        # queues held stream_buffer_maxsize *runs* - hundreds of thousands of records read ahead
+        # of a backlog, ~1 GB of RSS on a long replay. Set on the topic, its clones inherit it.
+        topic.maxsize = 4 * settings.partitions
     topics = runs | {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
         for name in ("deadletter", "feedback", "problems", "anomalies")
@@ -148,28 +153,28 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await stream.ack(ev)
             state.positions[ev.message.tp] = ev.message.offset + 1  # a run's message is its last record
 
-    async def run_batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]]) -> None:
-        """The same for a run-delivered topic: each event is one partition's run of records (one
-        fetch's worth); a batch is the runs of one fetch (at most ``partitions`` runs)."""
+    async def run_batches(stream: faust.StreamT, kind: EventKind[Any]) -> None:
+        """Input events, from a run-delivered topic: each event is one partition's run of records
+        (one fetch's worth); a batch is the runs of one fetch (at most ``partitions`` runs). The
+        handler acks the batch at the flush that stores it."""
         # the runs of one fetch arrive back to back: a short `within` closes the batch after them
         # (the consumer's linger already waited batch_seconds for that fetch to fill)
         within = min(0.05, settings.batch_seconds)
         async for batch in cast(Stream, stream).noack_take(settings.partitions, within=within):
-            await handle([RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
-                          for ev in batch for r in ev.value])
-            await ack(stream, batch)
+            await handlers.events(kind, [RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
+                                         for ev in batch for r in ev.value], partial(ack, stream, batch))
 
     @app.agent(topics["tickets"], name="opsintel.tickets")
     async def tickets(stream: faust.StreamT) -> None:
-        await run_batches(stream, partial(handlers.events, TICKETS))
+        await run_batches(stream, TICKETS)
 
     @app.agent(topics["monitoring"], name="opsintel.monitoring")
     async def monitoring(stream: faust.StreamT) -> None:
-        await run_batches(stream, partial(handlers.events, MONITORING))
+        await run_batches(stream, MONITORING)
 
     @app.agent(topics["changes"], name="opsintel.changes")
     async def changes(stream: faust.StreamT) -> None:
-        await run_batches(stream, partial(handlers.events, CHANGES))
+        await run_batches(stream, CHANGES)
 
     @app.agent(topics["feedback"], name="opsintel.feedback")
     async def feedback(stream: faust.StreamT) -> None:
@@ -196,6 +201,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        # store, checkpoint and ack what was learned before another worker takes these partitions
+        await handlers.flush()
         for stage in (recurring, trend):
             stage.revoke({tp.partition for tp in revoked})
 
@@ -208,6 +215,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
         state.ready = True
         metrics.ready.set(1)
         log.info("ClickHouse schema ready in %r", store)
+
+    @app.timer(max(0.05, settings.flush_seconds / 4))
+    async def flush_when_due() -> None:
+        # a stream that went quiet still gets its pending batches stored and committed
+        await handlers.flush_if_due()
 
     @app.timer(5.0)
     async def update_lag() -> None:
@@ -224,7 +236,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     from streams.web import register_views
 
     register_views(app, state, topics["monitoring"], topics["deadletter"])
-    _ = (tickets, monitoring, changes, feedback, dead_letters, prepare_store, update_lag, on_revoked)
+    _ = (tickets, monitoring, changes, feedback, dead_letters, prepare_store, flush_when_due, update_lag, on_revoked)
     return app
 
 

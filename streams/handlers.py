@@ -1,10 +1,15 @@
-"""What each agent does with a batch, without Faust: write, detect, publish, dead-letter.
+"""What each agent does with a batch, without Faust: detect, publish, write, dead-letter.
 
-Order per batch, and why: (1) raw events to ClickHouse; (2) the partition's detectors learn them
-and their changed problem records are written and published; (3) the detectors' state is
-checkpointed with the offsets it includes; (4) dead letters are sent; only then (5) the agent
-acks the batch, so Kafka commits an offset only when everything it caused is durable. A crash at
-any point replays the batch into idempotent tables and detectors that skip what they have seen.
+Per batch of input events (tickets, alerts, changes): decode; the partition's detectors learn the
+events and their changed problem records and anomalies are published at once (ClickHouse and
+Kafka) - the latency path. What the batch stores - its raw events, the impact rows of its
+tickets - is written by the next **flush**, which then checkpoints the detectors' state, sends
+the dead letters, and only then acks every batch it covered, so Kafka commits an offset only
+when everything the batch caused is durable. A flush runs once ``batch_size`` events are pending
+or the oldest pending batch is ``flush_seconds`` old (a timer looks too), and before partitions
+are revoked. A crash at any point replays the unacked batches into idempotent tables and
+detectors that skip what they have seen (their checkpoint never holds a learned record version
+that was not published first).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from sinks.deadletter import DeadLetter
 from sinks.itsm import ItsmDelivery
 from streams.detection import PartitionedDetector
 from streams.impact_stage import ImpactStage
-from streams.pipeline import BatchWriter, EventKind, RawMessage
+from streams.pipeline import TICKETS, BatchWriter, EventKind, Processed, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +46,67 @@ class StreamHandlers:
         self.itsm = itsm
         # the agents share each partition's detectors: one agent's checkpoint must never include
         # what another agent's batch has learned but not yet published (a crash would then skip
-        # re-publishing it), so learn -> publish -> checkpoint runs one batch at a time
+        # re-publishing it), so learn -> publish, and a flush, run one at a time
         self._detecting = asyncio.Lock()
+        self._pending = _Pending()
 
-    async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage]) -> None:
-        """Tickets, changes, alerts: store, detect, checkpoint, dead-letter."""
-        done = await self.writer.process(kind, messages)
-        if done.events:
-            if self.impact is not None:
-                await self.impact.process(done.events)
+    async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage],
+                     ack: Callable[[], Awaitable[None]]) -> None:
+        """Tickets, changes, alerts: detect and publish now; store, checkpoint and ``ack`` at the
+        next flush (this one if it is due)."""
+        timed = self.writer.metrics.stage_seconds.labels
+        with timed("decode").time():
+            done = self.writer.decode(kind, messages)
+        async with self._detecting:
+            if done.events:
+                with timed("detect").time():
+                    for stage in self.stages:
+                        await self.publish(await stage.learn(done.events, done.messages))
+                        await self.publish_anomalies(stage.pop_anomalies())
+            self._pending.add(kind, done, ack, asyncio.get_running_loop().time())
+            if self._due():
+                await self._flush()
+
+    async def flush_if_due(self) -> None:
+        """The timer's check: flush batches waiting longer than ``flush_seconds``."""
+        if self._due():
             async with self._detecting:
-                for stage in self.stages:
-                    await self.publish(await stage.learn(done.events, done.messages))
-                    await self.publish_anomalies(stage.pop_anomalies())
-                for stage in self.stages:
-                    await stage.checkpoint()
-        await self.send_dead_letters(done.dead_letters)
+                if self._due():
+                    await self._flush()
+
+    async def flush(self) -> None:
+        """Flush whatever is pending (before a rebalance takes partitions away)."""
+        async with self._detecting:
+            await self._flush()
+
+    def _due(self) -> bool:
+        p = self._pending
+        return bool(p.acks) and (
+            p.events >= self.settings.batch_size
+            or asyncio.get_running_loop().time() - p.since >= self.settings.flush_seconds
+        )
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        if not pending.acks:
+            return
+        timed = self.writer.metrics.stage_seconds.labels
+        dead = pending.dead_letters
+        with timed("write").time():
+            for kind, (events, messages) in pending.by_kind.items():
+                # a record the store refuses has been seen by the detectors (they learn before the
+                # flush); it is dead-lettered here with the store's reason, the rest is written
+                dead.extend(await self.writer.write(kind, events, messages))
+        if self.impact is not None and pending.tickets:
+            with timed("impact").time():
+                await self.impact.process(pending.tickets)
+        with timed("checkpoint").time():
+            for stage in self.stages:
+                await stage.checkpoint()
+        with timed("dead_letter").time():
+            await self.send_dead_letters(dead)
+        for ack in pending.acks:
+            await ack()
 
     async def feedback(self, messages: Sequence[RawMessage]) -> None:
         """Human decisions on problems: apply to the owning partition's detector, publish the result."""
@@ -112,23 +162,24 @@ class StreamHandlers:
         await self.writer.write_dead_letters(letters)
 
     async def publish(self, records: Sequence[ProblemRecord]) -> None:
-        """Problem records to ClickHouse (latest version wins) and to the compacted problems topic."""
+        """Problem records to the compacted problems topic and to ClickHouse (latest version wins);
+        the topic first: it is what problem managers' tools and the ITSM pushes read."""
         if not records:
             return
-        await self.writer.retrying("problems", self.writer.store.insert_problems, list(records))
-        self.writer.metrics.written.labels("problems").inc(len(records))
         topic = self.settings.topic("problems")
         pending = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
+        await self.writer.retrying("problems", self.writer.store.insert_problems, list(records))
+        self.writer.metrics.written.labels("problems").inc(len(records))
         await asyncio.gather(*pending)
 
     async def publish_anomalies(self, rows: Sequence[Any]) -> None:
-        """Anomaly rows to ClickHouse (deterministic ids: replays fold) and to the anomalies topic."""
+        """Anomaly rows to the anomalies topic and to ClickHouse (deterministic ids: replays fold)."""
         if not rows:
             return
-        await self.writer.retrying("anomalies", self.writer.store.insert_anomalies, list(rows))
-        self.writer.metrics.written.labels("anomalies").inc(len(rows))
         topic = self.settings.topic("anomalies")
         pending = [await self.send(topic, r.service.encode(), msgspec.json.encode(r), None) for r in rows]
+        await self.writer.retrying("anomalies", self.writer.store.insert_anomalies, list(rows))
+        self.writer.metrics.written.labels("anomalies").inc(len(rows))
         await asyncio.gather(*pending)
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
@@ -144,3 +195,30 @@ def _undecodable(msg: RawMessage, error: Exception) -> DeadLetter:
     code = "validation" if wrong_shape else "bad_json"
     return DeadLetter.for_record(msg.value or b"", reason=f"{code}: {error}", origin=msg.origin,
                                  origin_topic=msg.topic)
+
+
+class _Pending:
+    """The batches learned and published since the last flush: their events by kind (to store),
+    their ticket events (for the impact model), dead letters, and how to ack each batch."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[EventKind[Any], tuple[list[Any], list[RawMessage]]] = {}
+        self.tickets: list[Any] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.acks: list[Callable[[], Awaitable[None]]] = []
+        self.events = 0
+        self.since = 0.0  #: loop time the oldest pending batch arrived
+
+    def add(self, kind: EventKind[Any], done: Processed[Any], ack: Callable[[], Awaitable[None]],
+            now: float) -> None:
+        if not self.acks:
+            self.since = now
+        if done.events:
+            events, messages = self.by_kind.setdefault(kind, ([], []))
+            events.extend(done.events)
+            messages.extend(done.messages)
+            if kind is TICKETS:
+                self.tickets.extend(done.events)
+        self.dead_letters.extend(done.dead_letters)
+        self.acks.append(ack)
+        self.events += len(done.events)

@@ -39,6 +39,15 @@ class WorkerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+        self.stage_seconds = Histogram(
+            "opsintel_stage_duration_seconds",
+            "Time one batch spends in each stage of the worker: write (decode + raw events to ClickHouse), "
+            "impact, detect (learn + publish problems and anomalies), checkpoint (detector state), "
+            "dead_letter.",
+            ["stage"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
         self.batch_size = Histogram(
             "opsintel_batch_size_events",
             "Events per processed batch, per topic.",

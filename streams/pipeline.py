@@ -114,25 +114,37 @@ class BatchWriter:
         """Run a blocking store call in the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def process(self, kind: EventKind[E], messages: Sequence[RawMessage]) -> Processed[E]:
-        """Decode and write one batch.
-
-        Returns the events now stored (with their messages, for the detectors) and the dead
-        letters the caller must send before acking.
-        """
+    def decode(self, kind: EventKind[E], messages: Sequence[RawMessage]) -> Processed[E]:
+        """Decode one batch: the events (with their messages) and the dead letters of the rest."""
         if messages:
             self.metrics.consumed.labels(messages[0].topic).inc(len(messages))
             self.metrics.batch_size.labels(messages[0].topic).observe(len(messages))
         events, kept, dead = decode_batch(kind, messages)
-        rejected = await self._write(kind, events, kept)
-        if rejected:  # rare: drop the records the store refused from what the detectors see
-            refused = {dl.origin for dl in rejected}
-            pairs = [(e, m) for e, m in zip(events, kept, strict=True) if m.origin not in refused]
-            events, kept = [e for e, _ in pairs], [m for _, m in pairs]
-            dead.extend(rejected)
         for dl in dead:
             self.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
         return Processed(events, kept, dead)
+
+    async def write(self, kind: EventKind[E], events: list[E], kept: list[RawMessage]) -> list[DeadLetter]:
+        """Write decoded events; returns the dead letters of those the store refused (rare: a
+        poison record is isolated by halving the batch), the rest is written."""
+        rejected = await self._write(kind, events, kept)
+        for dl in rejected:
+            self.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        return rejected
+
+    async def process(self, kind: EventKind[E], messages: Sequence[RawMessage]) -> Processed[E]:
+        """Decode and write one batch.
+
+        Returns the events now stored (with their messages) and the dead letters the caller must
+        send before acking.
+        """
+        done = self.decode(kind, messages)
+        rejected = await self.write(kind, done.events, done.messages)
+        if not rejected:
+            return done
+        refused = {dl.origin for dl in rejected}
+        pairs = [(e, m) for e, m in zip(done.events, done.messages, strict=True) if m.origin not in refused]
+        return Processed([e for e, _ in pairs], [m for _, m in pairs], done.dead_letters + rejected)
 
     async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         await self.retrying("dead_letters", self.store.insert_dead_letters, letters)
