@@ -5,11 +5,12 @@ events and their changed problem records and anomalies are published at once (Cl
 Kafka) - the latency path. What the batch stores - its raw events, the impact rows of its
 tickets - is written by the next **flush**, which then checkpoints the detectors' state, sends
 the dead letters, and only then acks every batch it covered, so Kafka commits an offset only
-when everything the batch caused is durable. A flush runs once ``batch_size`` events are pending
-or the oldest pending batch is ``flush_seconds`` old (a timer looks too), and before partitions
-are revoked. A crash at any point replays the unacked batches into idempotent tables and
-detectors that skip what they have seen (their checkpoint never holds a learned record version
-that was not published first).
+when everything the batch caused is durable. A flush starts once ``batch_size`` events are
+pending or the oldest pending batch is ``flush_seconds`` old (a timer looks too) and runs while
+the next batches are detected (one flush at a time: a slow store holds the stream back); before
+partitions are revoked, the worker waits for a flush of everything. A crash at any point
+replays the unacked batches into idempotent tables and detectors that skip what they have seen
+(their checkpoint never holds a learned record version that was not published first).
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ class StreamHandlers:
         # re-publishing it), so learn -> publish, and a flush, run one at a time
         self._detecting = asyncio.Lock()
         self._pending = _Pending()
+        # flushes run one at a time, in the background of the next batches' detection
+        self._flushing: asyncio.Future[None] | None = None
+        self._flush_gate = asyncio.Lock()
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage],
                      ack: Callable[[], Awaitable[None]]) -> None:
-        """Tickets, changes, alerts: detect and publish now; store, checkpoint and ``ack`` at the
-        next flush (this one if it is due)."""
+        """Tickets, changes, alerts: detect and publish now; store, checkpoint and ``ack`` in the
+        next flush (started now if one is due)."""
         timed = self.writer.metrics.stage_seconds.labels
         with timed("decode").time():
             done = self.writer.decode(kind, messages)
@@ -64,20 +68,21 @@ class StreamHandlers:
                         await self.publish(await stage.learn(done.events, done.messages))
                         await self.publish_anomalies(stage.pop_anomalies())
             self._pending.add(kind, done, ack, asyncio.get_running_loop().time())
-            if self._due():
-                await self._flush()
+        if self._due():
+            await self._start_flush()
 
     async def flush_if_due(self) -> None:
-        """The timer's check: flush batches waiting longer than ``flush_seconds``."""
+        """The timer's check: a stream that went quiet still gets its batches stored and acked."""
         if self._due():
-            async with self._detecting:
-                if self._due():
-                    await self._flush()
+            await self._start_flush()
 
     async def flush(self) -> None:
-        """Flush whatever is pending (before a rebalance takes partitions away)."""
-        async with self._detecting:
-            await self._flush()
+        """Store, checkpoint and ack everything pending, and wait for it (before a rebalance)."""
+        await self._start_flush(force=True)
+        async with self._flush_gate:
+            if self._flushing is not None:
+                flushing, self._flushing = self._flushing, None
+                await flushing
 
     def _due(self) -> bool:
         p = self._pending
@@ -86,10 +91,18 @@ class StreamHandlers:
             or asyncio.get_running_loop().time() - p.since >= self.settings.flush_seconds
         )
 
-    async def _flush(self) -> None:
-        pending, self._pending = self._pending, _Pending()
-        if not pending.acks:
-            return
+    async def _start_flush(self, force: bool = False) -> None:
+        async with self._flush_gate:
+            if self._flushing is not None:
+                # the previous flush must end first (its acks come first); while it runs, the next
+                # batches are detected - a flush slower than the stream holds the stream back here
+                flushing, self._flushing = self._flushing, None
+                await flushing  # its error, if any, surfaces in the agent
+            if self._pending.acks and (force or self._due()):
+                pending, self._pending = self._pending, _Pending()
+                self._flushing = asyncio.ensure_future(self._flush(pending))
+
+    async def _flush(self, pending: _Pending) -> None:
         timed = self.writer.metrics.stage_seconds.labels
         dead = pending.dead_letters
         with timed("write").time():
@@ -101,8 +114,11 @@ class StreamHandlers:
             with timed("impact").time():
                 await self.impact.process(pending.tickets)
         with timed("checkpoint").time():
-            for stage in self.stages:
-                await stage.checkpoint()
+            # the checkpoint may hold batches learned after this flush began: they are published
+            # (learn -> publish is one step under the lock), and a replay skips only their learning
+            async with self._detecting:
+                for stage in self.stages:
+                    await stage.checkpoint()
         with timed("dead_letter").time():
             await self.send_dead_letters(dead)
         for ack in pending.acks:

@@ -32,11 +32,13 @@ AdapterOutput = Iterator[Event | Rejected]
 
 
 def open_text(path: str | Path, encoding: str = "utf-8") -> IO[str]:
-    """Open a text file, transparently gunzipping ``*.gz`` (or any file starting with the gzip magic)."""
+    """Open a text file, transparently gunzipping any file that starts with a gzip header."""
     path = Path(path)
     with path.open("rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
+        magic = probe.read(3)
+    # ID1 ID2 and CM = 8 (deflate, the only method RFC 1952 defines): a text file whose first
+    # line happens to start with the two magic bytes is still read as text, line by line
+    if magic == b"\x1f\x8b\x08":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="replace", newline="")
     return path.open("r", encoding=encoding, errors="replace", newline="")
 
