@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,16 @@ class RecordBreakDetector:
         """The streaming path in one call: score each value, then learn it (equal to the loop)."""
         return np.asarray(self._run(*_as_lists(x, t), True, True), dtype=np.float64)
 
+    def score_learn_floats(self, xs: list[float], ts: list[float] | None = None) -> list[float]:
+        """:meth:`score_learn_many` for lists of Python ``float`` values, returning a list.
+
+        Skips the numpy round trip, which costs as much as scoring the few points per series a
+        stream scores at a time (:class:`~detectors.TrendMonitor`). The values must be floats.
+        """
+        if ts is not None and len(ts) != len(xs):
+            raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        return self._run(xs, ts, True, True)
+
     def verdict_one(self, x: float, t: float | None = None) -> AnomalyVerdict | None:
         """Explain one value (not learnt): expected value, the band of non-record values, direction.
 
@@ -205,7 +216,7 @@ class RecordBreakDetector:
     def _run(self, xs: Sequence[float], ts: Sequence[float] | None, score: bool, learn: bool) -> list[float]:
         # One tight loop over Python floats (the hot path of every worker, see bench/): the
         # spans of the records are recomputed only when a record moves.
-        base_n = self._baseline._n
+        base_n = self._baseline._n  # the baseline's points learnt (counted on below)
         rs = self._baseline._run(xs, ts, False, learn, residuals=True)
         out: list[float] = []
         n, n_r, lo, hi, lo_r, hi_r = self._n, self._n_r, self._lo, self._hi, self._lo_r, self._hi_r
@@ -214,24 +225,23 @@ class RecordBreakDetector:
         r_reset = self._r_reset
         has_t = ts is not None
         k = len(blo) if has_t else 0
-        tsl: Sequence[float] = ts if ts is not None else ()
         day, width, w_b, settle = _DAY, _DAY / (k or 1), self.block_weight, self.block_days * _DAY
         quiet, alert = (self.quiet_s if has_t else 0.0), self.alert_exceedance
         calc = score or quiet > 0.0  # learning alone needs the exceedance only for the quiet period
-        floor = 1e-12 + _FLAT * (hi if hi >= -lo else -lo)
+        flat = _FLAT
+        floor = 1e-12 + flat * (hi if hi >= -lo else -lo)
         span = hi - lo if hi - lo > floor else floor
         sr = hi_r - lo_r if hi_r - lo_r > floor else floor
-        b, t = 0, 0.0
-        for i, x in enumerate(xs):
-            if has_t:
-                t = tsl[i]
-                if k:
-                    b = int((t % day) / width)
+        b = 0
+        # without timestamps every point is at t = 0.0 (the quiet-period test still reads it);
+        # the public methods check that xs and ts have the same length
+        for x, r, t in zip(xs, rs, ts if ts is not None else repeat(0.0, len(xs)), strict=False):
+            if k:
+                b = int((t % day) / width)
             e = 0.0
             if calc and n >= warmup:
                 e = (x - hi) / span if x > hi else ((lo - x) / span if x < lo else 0.0)
                 if n_r >= warm_r:
-                    r = rs[i]
                     d = (r - hi_r) / sr if r > hi_r else ((lo_r - r) / sr if r < lo_r else 0.0)
                     if d > e:
                         e = d
@@ -272,8 +282,7 @@ class RecordBreakDetector:
                 moved = False
             n += 1
             # residuals only mean something once the baseline is warm (it learnt ``warmup`` points)
-            if base_n + i >= warmup:
-                r = rs[i]
+            if base_n >= warmup:
                 if not r_reset and has_t and t0 is not None and t - t0 >= day:
                     # the first day's residuals measure a baseline that had not seen every hour
                     # yet: the residual records start again (and warm up again)
@@ -288,8 +297,9 @@ class RecordBreakDetector:
                     hi_r = r
                     moved = True
                 n_r += 1
+            base_n += 1
             if moved:
-                floor = 1e-12 + _FLAT * (hi if hi >= -lo else -lo)
+                floor = 1e-12 + flat * (hi if hi >= -lo else -lo)
                 span = hi - lo if hi - lo > floor else floor
                 sr = hi_r - lo_r if hi_r - lo_r > floor else floor
         self._n, self._n_r, self._lo, self._hi, self._lo_r, self._hi_r = n, n_r, lo, hi, lo_r, hi_r

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -39,11 +40,41 @@ _NO_SERVICE = "(no service)"
 
 
 class _Service:
-    __slots__ = ("series", "source")
+    __slots__ = ("accs", "closed", "series", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.series: list[Series | None] = [None] * len(METRICS)
+        #: the intervals closed since the service was last scored, and its accumulator in each
+        #: (``None``: no event): its series' points are read from them when they are scored
+        self.closed: list[int] = []
+        self.accs: list[list[float] | None] = []
+
+
+def _points(closed: list[int], accs: list[list[float] | None], times: list[float], m: int,
+            born: int) -> tuple[list[int], list[float], list[float]]:
+    """Metric ``m``'s points in the ``closed`` intervals (ascending), of a series born at ``born``.
+
+    Every interval from ``born`` on is a point (0 when the service had no event), except for the
+    mean time to resolve: only where a resolved ticket had a known opening time. Returns the
+    intervals, the values and their times (``times``: the intervals' start, POSIX seconds).
+    ``born`` only ever moves to (or a series is only created at) an interval still open, so
+    reading it when the points are scored is reading it when each interval closed.
+    """
+    if m == TTR:
+        ks: list[int] = []
+        xs: list[float] = []
+        ts: list[float] = []
+        for k, acc, t in zip(closed, accs, times, strict=True):
+            if acc is not None and acc[TTR_N] and k >= born:
+                ks.append(k)
+                xs.append(acc[TTR] / acc[TTR_N])
+                ts.append(t)
+        return ks, xs, ts
+    if born > closed[0]:
+        first = bisect_left(closed, born)
+        closed, accs, times = closed[first:], accs[first:], times[first:]
+    return closed, [0.0 if acc is None else acc[m] for acc in accs], times
 
 
 class _SeriesState(msgspec.Struct, array_like=True):
@@ -325,21 +356,11 @@ class TrendMonitor:
         self._next = k
 
     def _close(self, k: int) -> None:
-        bucket = self._buckets.pop(k, None)
+        bucket = self._buckets.pop(k, None) or {}
         self._fingerprints.pop(k, None)
         for service, svc in self._services.items():
-            acc = bucket.get(service) if bucket else None
-            for m, s in enumerate(svc.series):
-                if s is None or s.born > k:
-                    continue
-                if m == TTR:
-                    if acc is None or not acc[TTR_N]:
-                        continue
-                    x = acc[TTR] / acc[TTR_N]
-                else:
-                    x = acc[m] if acc is not None else 0.0
-                s.pending_x.append(x)
-                s.pending_k.append(k)
+            svc.closed.append(k)
+            svc.accs.append(bucket.get(service))
         self._closed += 1
         self.counters["intervals_closed"] += 1
 
@@ -350,14 +371,22 @@ class TrendMonitor:
         episodes, interval, name = self._episodes, self._interval, self._detector_name
         rows: list[AnomalyRow] = []
         for service, svc in self._services.items():
+            closed, accs = svc.closed, svc.accs
+            if not closed:
+                continue
+            svc.closed, svc.accs = [], []
+            times = [k * interval for k in closed]
             drops: dict[int, AnomalyVerdict] = {}  # interval -> anomalous tickets_opened drop
             alerts_at: dict[int, AnomalyVerdict | None] = {}  # interval -> alert verdict there
             for m, s in enumerate(svc.series):
-                if s is None or not s.pending_x:
+                if s is None:
                     continue
-                ks, step0 = s.pending_k, s.steps
+                ks, xs, ts = _points(closed, accs, times, m, s.born)
+                if not xs:
+                    continue
+                step0 = s.steps
                 need = [i for i, k in enumerate(ks) if k in drops] if m == ALERTS else []
-                scored = s.score_pending(interval, need)
+                scored = s.score(xs, ts, need)
                 for i in sorted(scored):
                     (v, run), k = scored[i], ks[i]
                     if m == ALERTS:

@@ -75,7 +75,7 @@ Scored = tuple[AnomalyVerdict | None, AnomalyVerdict | None]
 
 
 class Series:
-    """A detector plus the closed, not yet scored points of one service × metric.
+    """The detector of one service × metric, and where its latest point left a run.
 
     It also knows whether its latest point was part of an anomalous *run*: ``run`` is the
     run's direction (``""`` if none) and ``band`` the normal band of the run's first point, as
@@ -86,7 +86,7 @@ class Series:
     reached once is no longer a record, and its baseline's tail widens at once).
     """
 
-    __slots__ = ("band", "born", "detector", "pending_k", "pending_x", "run", "steps")
+    __slots__ = ("band", "born", "detector", "run", "steps")
 
     def __init__(self, detector: TrendDetector, born: int, steps: int = 0, run: str = "",
                  band: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -95,30 +95,31 @@ class Series:
         self.steps = steps  #: points fed to the detector so far
         self.run = run
         self.band = band  #: (margin below, margin above) ``expected`` at the run's first point
-        self.pending_x: list[float] = []
-        self.pending_k: list[int] = []
 
-    def score_pending(self, interval_s: float, need: Sequence[int] = ()) -> dict[int, Scored]:
-        """Score then learn the pending points, in order; clears them.
+    def score(self, xs: list[float], ts: list[float], need: Sequence[int] = ()) -> dict[int, Scored]:
+        """Score then learn the points ``xs`` (floats, at POSIX seconds ``ts``), in order.
 
         Returns, by position, ``(verdict, run verdict)`` for every point that is anomalous or
         in a run, and for the positions in ``need``: the detector's verdict is taken before the
         point is learnt, exactly as ``verdict_one`` then ``learn_one`` per point would. For
-        :class:`RecordBreakDetector` the chunk is first scored with ``score_learn_many`` (4-6x
-        faster than a verdict per point) and replayed from a copy of the state only when
-        something in it is anomalous; other detectors take a verdict per point.
+        :class:`RecordBreakDetector` the chunk is first scored with ``score_learn_floats`` (4-6x
+        faster than a verdict per point; 2x for a single point) and replayed from a copy of the
+        state only when something in it is anomalous; other detectors take a verdict per point.
         """
-        xs, ts = self.pending_x, [k * interval_s for k in self.pending_k]
-        self.pending_x, self.pending_k = [], []
         det = self.detector
         self.steps += len(xs)
         marks: set[int] | range
-        if type(det) is RecordBreakDetector and len(xs) > 1:
+        if type(det) is RecordBreakDetector:
             state = det.snapshot()
             a = det.alert_exceedance
             threshold = a / (1.0 + a)
-            scores = det.score_learn_many(xs, ts).tolist()
-            marks = {i for i, s in enumerate(scores) if s >= threshold and s > 0.0}.union(need)
+            scores = det.score_learn_floats(xs, ts)
+            top = max(scores)
+            marks = set(need)
+            # the common case, nothing anomalous, builds no set (written so that a NaN top,
+            # which says nothing about the others, looks at each score)
+            if not (top < threshold or top <= 0.0):
+                marks.update(i for i, s in enumerate(scores) if s >= threshold and s > 0.0)
             if not marks and not self.run:
                 return {}
             det.restore(state)

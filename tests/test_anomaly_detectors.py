@@ -98,6 +98,53 @@ def test_same_seed_same_scores_and_batch_equals_one_at_a_time(factory) -> None:
     np.testing.assert_allclose(batch, looped, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [RecordBreakDetector, SeasonalAnomalyDetector])
+def test_chunking_changes_no_bit(cls) -> None:
+    # long calls run on list copies of the daily / weekly profiles, short ones on the arrays
+    # themselves: any mix of chunk sizes gives exactly the scores and state of one call
+    t, x = ticket_volume(days=9)
+    x, _ = with_anomalies(x, start=120)
+    whole = cls(warmup=24)
+    expected = whole.score_learn_many(x, t)
+    chunked, got, i = cls(warmup=24), [], 0
+    for n in [1, 2, 9, 3, 40, 8, 1, 100] * 4:
+        got += chunked.score_learn_many(x[i:i + n], t[i:i + n]).tolist()
+        i += n
+    got += chunked.score_learn_many(x[i:], t[i:]).tolist()
+    assert got == expected.tolist() and chunked.snapshot() == whole.snapshot()
+
+
+def test_record_break_score_learn_floats_is_score_learn_many_on_lists() -> None:
+    t, x = ticket_volume(days=9)
+    x, _ = with_anomalies(x, start=120)
+    a, b = RecordBreakDetector(blocks=0), RecordBreakDetector(blocks=0)
+    for lo in range(0, x.size, 50):
+        xs, ts = x[lo:lo + 50].tolist(), t[lo:lo + 50].tolist()
+        assert b.score_learn_floats(xs, ts) == a.score_learn_many(xs, ts).tolist()
+    assert a.snapshot() == b.snapshot()
+    with pytest.raises(ValueError, match="3 values but 2 timestamps"):
+        b.score_learn_floats([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_a_point_that_raises_leaves_the_profiles_as_in_place_updates_would(monkeypatch) -> None:
+    # a NaN timestamp raises inside the loop; the profiles then hold the points before it, on
+    # the list-copy path (long calls) exactly as on the in-place path (short calls)
+    import detectors._seasonal as seasonal
+
+    t, x = ticket_volume(days=3)
+    ts = t.tolist()
+    ts[60] = float("nan")
+    states = []
+    for min_points in (8, 10_000):  # list copies, then in place
+        monkeypatch.setattr(seasonal, "_LIST_MIN_POINTS", min_points)
+        det = SeasonalAnomalyDetector(warmup=24)
+        det.learn_many(x[:30], t[:30])
+        with pytest.raises(ValueError):
+            det.learn_many(x[30:], ts[30:])
+        states.append(det.snapshot())
+    assert states[0] == states[1] and states[0]["daily"] != SeasonalAnomalyDetector().snapshot()["daily"]
+
+
 # -- the seasonal detector ---------------------------------------------------------------------
 def trained(days: int = 21, **kw: Any) -> tuple[SeasonalAnomalyDetector, np.ndarray, np.ndarray]:
     t, x = ticket_volume(days)

@@ -253,6 +253,31 @@ def test_snapshot_restore_mid_stream_continues_identically(drop_groups: list[lis
     assert latest(records + restored.pop_updates()) == recs_all
 
 
+GOLDEN_CHECKPOINT = Path(__file__).resolve().parent / "golden" / "trend_monitor_checkpoint.msgpack"
+
+
+def test_a_checkpoint_of_the_earlier_code_restores_and_continues_identically(drop_groups: list[list[Event]]) -> None:
+    # written by the code of commit edfe097 (before the trend stage was made faster) after the
+    # events before DROP_HOUR + 7: mid-drop, three series in a run, two trend problems open. This
+    # code must write the same bytes there and continue from them as from its own state (if a
+    # change to the detectors is meant to change results, regenerate the file with the new code).
+    events = grouped(drop_groups)
+    cut = next(i for i, e in enumerate(events) if _event_time(e) >= T0 + timedelta(hours=DROP_HOUR + 7))
+    golden = GOLDEN_CHECKPOINT.read_bytes()
+    live = TrendMonitor()
+    live.learn_many(events[:cut])
+    live.pop_anomalies(), live.pop_updates()
+    assert live.snapshot() == golden
+    restored = TrendMonitor.from_snapshot(golden)
+    assert [s.run for svc in restored._services.values() for s in svc.series if s].count("drop") == 3
+    restored.learn_many(events[cut:])
+    live.learn_many(events[cut:])
+    rows = live.pop_anomalies()
+    assert rows and restored.pop_anomalies() == rows
+    assert restored.pop_updates() == live.pop_updates()
+    assert restored.snapshot() == live.snapshot()
+
+
 def test_learn_one_and_the_verdict_per_point_path_agree_with_learn_many(drop_groups: list[list[Event]]) -> None:
     events = grouped(drop_groups)
     _, rows_many, recs_many = run(events)
