@@ -68,6 +68,10 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+#: a batch handler that acks the batch itself, through the callable it is given, once it is durable
+Handle = Callable[[list[RawMessage], Callable[[], Awaitable[None]]], Awaitable[None]]
+
+
 def _headers(event: Any) -> dict[str, bytes]:
     raw = event.message.headers or {}
     items = raw.items() if hasattr(raw, "items") else raw
@@ -140,13 +144,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
     handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact, itsm)
     state.recurring = recurring
 
-    async def batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]],
-                      with_headers: bool = False) -> None:
-        """Take a batch, hand it over, and ack it only once everything it caused is durable."""
+    async def batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]] | None = None,
+                      *, handle_then_ack: Handle | None = None, with_headers: bool = False) -> None:
+        """Take a batch and hand it over; it is acked once everything it caused is durable: after
+        ``handle`` returns, or when ``handle_then_ack`` calls the ack it is given."""
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
-            await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
-                                     _headers(ev) if with_headers else {}, ev.message.key) for ev in batch])
-            await ack(stream, batch)
+            messages = [RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
+                                   _headers(ev) if with_headers else {}, ev.message.key) for ev in batch]
+            if handle_then_ack is not None:
+                await handle_then_ack(messages, partial(ack, stream, batch))
+            else:
+                await cast(Callable[[list[RawMessage]], Awaitable[None]], handle)(messages)
+                await ack(stream, batch)
 
     async def ack(stream: faust.StreamT, batch: Sequence[Any]) -> None:
         for ev in batch:
@@ -178,7 +187,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(topics["feedback"], name="opsintel.feedback")
     async def feedback(stream: faust.StreamT) -> None:
-        await batches(stream, handlers.feedback)
+        await batches(stream, handle_then_ack=handlers.feedback)  # acked by the flush that checkpoints it
 
     @app.agent(topics["deadletter"], name="opsintel.deadletter")
     async def dead_letters(stream: faust.StreamT) -> None:

@@ -83,6 +83,14 @@ class _Partition:
     ticket_clock: float = 0.0  #: newest ticket event time seen (POSIX seconds)
 
 
+@dataclass
+class Checkpoint:
+    """Snapshots taken of a :class:`PartitionedDetector`'s changed partitions, to be written."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    taken: list[tuple[_Partition, int]] = field(default_factory=list)  #: (partition, its changes then)
+
+
 class PartitionedDetector:
     """Keeps one detector per partition number, restored from and checkpointed to ClickHouse.
 
@@ -228,22 +236,29 @@ class PartitionedDetector:
 
     async def checkpoint(self) -> int:
         """Write the snapshot of every partition that changed since the last checkpoint."""
-        rows = []
-        taken: list[tuple[_Partition, int]] = []
+        return await self.write_checkpoint(self.take_checkpoint())
+
+    def take_checkpoint(self) -> Checkpoint:
+        """The snapshot of every partition that changed since the last checkpoint (not yet written:
+        take it where the state is consistent, write it once what it covers is stored)."""
+        cp = Checkpoint()
         now = datetime.now(UTC)
         version = time.time_ns()
         for p, entry in sorted(self._partitions.items()):
             if entry.dirty:
-                taken.append((entry, entry.changes))
-                rows.append({"detector": self.name, "partition": p, "version": version,
-                             "positions": {**entry.positions, _CLOCK_KEY: int(entry.ticket_clock)},
-                             "state": base64.b64encode(entry.detector.snapshot()).decode(),
-                             "written_at": now})
-        if rows:
-            await self.writer.retrying("detector_state", self.store.insert_rows, "detector_state", rows)
-            for entry, changes in taken:
-                entry.dirty = entry.changes != changes
-        return len(rows)
+                cp.taken.append((entry, entry.changes))
+                cp.rows.append({"detector": self.name, "partition": p, "version": version,
+                                "positions": {**entry.positions, _CLOCK_KEY: int(entry.ticket_clock)},
+                                "state": base64.b64encode(entry.detector.snapshot()).decode(),
+                                "written_at": now})
+        return cp
+
+    async def write_checkpoint(self, cp: Checkpoint) -> int:
+        if cp.rows:
+            await self.writer.retrying("detector_state", self.store.insert_rows, "detector_state", cp.rows)
+            for entry, changes in cp.taken:
+                entry.dirty = entry.changes != changes  # still dirty if it learned since the snapshot
+        return len(cp.rows)
 
     def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away by a rebalance: their state is reloaded from ClickHouse on next use

@@ -1,16 +1,18 @@
 """What each agent does with a batch, without Faust: detect, publish, write, dead-letter.
 
 Per batch of input events (tickets, alerts, changes): decode; the partition's detectors learn the
-events and their changed problem records and anomalies are published at once (ClickHouse and
-Kafka) - the latency path. What the batch stores - its raw events, the impact rows of its
-tickets - is written by the next **flush**, which then checkpoints the detectors' state, sends
-the dead letters, and only then acks every batch it covered, so Kafka commits an offset only
-when everything the batch caused is durable. A flush starts once ``batch_size`` events are
+events and their changed problem records and anomalies are published to Kafka at once - the
+latency path, which never waits for a ClickHouse write. Everything the batch stores - its raw events, the
+impact rows of its tickets, those problem records and anomalies - is written by the next
+**flush**, which then writes the detectors' state *as of the flush's last batch* (snapshotted
+when the flush begins), sends the dead letters, and only then acks every batch it covered, so
+Kafka commits an offset only when everything the batch caused is durable. Feedback batches are
+checkpointed and acked the same way. A flush starts once ``batch_size`` events are
 pending or the oldest pending batch is ``flush_seconds`` old (a timer looks too) and runs while
 the next batches are detected (one flush at a time: a slow store holds the stream back); before
 partitions are revoked, the worker waits for a flush of everything. A crash at any point
 replays the unacked batches into idempotent tables and detectors that skip what they have seen
-(their checkpoint never holds a learned record version that was not published first).
+(their stored checkpoint never covers a batch whose rows are not all stored).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from opsintel.problems import Feedback, ProblemRecord, decode_feedback, decode_p
 from opsintel.settings import Settings
 from sinks.deadletter import DeadLetter
 from sinks.itsm import ItsmDelivery
-from streams.detection import PartitionedDetector
+from streams.detection import Checkpoint, PartitionedDetector
 from streams.impact_stage import ImpactStage
 from streams.pipeline import TICKETS, BatchWriter, EventKind, Processed, RawMessage
 
@@ -56,8 +58,8 @@ class StreamHandlers:
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage],
                      ack: Callable[[], Awaitable[None]]) -> None:
-        """Tickets, changes, alerts: detect and publish now; store, checkpoint and ``ack`` in the
-        next flush (started now if one is due)."""
+        """Tickets, changes, alerts: detect and publish to Kafka now; store, checkpoint and ``ack``
+        in the next flush (started now if one is due)."""
         timed = self.writer.metrics.stage_seconds.labels
         with timed("decode").time():
             done = self.writer.decode(kind, messages)
@@ -67,7 +69,36 @@ class StreamHandlers:
                     for stage in self.stages:
                         await self.publish(await stage.learn(done.events, done.messages))
                         await self.publish_anomalies(stage.pop_anomalies())
-            self._pending.add(kind, done, ack, asyncio.get_running_loop().time())
+            self._pending.add(ack, asyncio.get_running_loop().time(), kind, done)
+        if self._due():
+            await self._start_flush()
+
+    async def feedback(self, messages: Sequence[RawMessage], ack: Callable[[], Awaitable[None]]) -> None:
+        """Human decisions on problems: apply to the owning partition's detector, publish the result;
+        checkpointed and acked by the next flush, like the events."""
+        dead: list[DeadLetter] = []
+        decisions: list[tuple[Feedback, RawMessage]] = []
+        for msg in messages:
+            try:
+                decisions.append((decode_feedback(msg.value or b""), msg))
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+                dead.append(_undecodable(msg, e))
+        for dl in dead:
+            self.writer.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        async with self._detecting:
+            for fb, msg in decisions:
+                known = False
+                for stage in self.stages:
+                    applied, records = await stage.apply_feedback(fb, msg)
+                    known |= applied
+                    await self.publish(records)
+                if not known:
+                    # no detector tracks it any more (its group expired): record the decision on the stored
+                    # record, so the queue shows it, even though nothing will re-raise the group anyway
+                    changed = await self.writer.retrying("problems", self.writer.store.record_decision, fb)
+                    log.info("decision %s on %s applied to the stored record (%s)", fb.action, fb.problem_id,
+                             "found" if changed else "no such problem")
+            self._pending.add(ack, asyncio.get_running_loop().time(), dead_letters=dead)
         if self._due():
             await self._start_flush()
 
@@ -98,9 +129,14 @@ class StreamHandlers:
                 # batches are detected - a flush slower than the stream holds the stream back here
                 flushing, self._flushing = self._flushing, None
                 await flushing  # its error, if any, surfaces in the agent
-            if self._pending.acks and (force or self._due()):
+            async with self._detecting:
+                if not (self._pending.acks and (force or self._due())):
+                    return
                 pending, self._pending = self._pending, _Pending()
-                self._flushing = asyncio.ensure_future(self._flush(pending))
+                # the detectors' state as of exactly these batches: written last, once all they
+                # caused is stored, so a replay that skips their learning loses nothing
+                pending.checkpoints = [stage.take_checkpoint() for stage in self.stages]
+            self._flushing = asyncio.ensure_future(self._flush(pending))
 
     async def _flush(self, pending: _Pending) -> None:
         timed = self.writer.metrics.stage_seconds.labels
@@ -113,42 +149,20 @@ class StreamHandlers:
         if self.impact is not None and pending.tickets:
             with timed("impact").time():
                 await self.impact.process(pending.tickets)
+        with timed("problems").time():
+            if pending.problems:
+                await self.writer.retrying("problems", self.writer.store.insert_problems, pending.problems)
+                self.writer.metrics.written.labels("problems").inc(len(pending.problems))
+            if pending.anomalies:
+                await self.writer.retrying("anomalies", self.writer.store.insert_anomalies, pending.anomalies)
+                self.writer.metrics.written.labels("anomalies").inc(len(pending.anomalies))
         with timed("checkpoint").time():
-            # the checkpoint may hold batches learned after this flush began: they are published
-            # (learn -> publish is one step under the lock), and a replay skips only their learning
-            async with self._detecting:
-                for stage in self.stages:
-                    await stage.checkpoint()
+            for stage, cp in zip(self.stages, pending.checkpoints, strict=True):
+                await stage.write_checkpoint(cp)
         with timed("dead_letter").time():
             await self.send_dead_letters(dead)
         for ack in pending.acks:
             await ack()
-
-    async def feedback(self, messages: Sequence[RawMessage]) -> None:
-        """Human decisions on problems: apply to the owning partition's detector, publish the result."""
-        dead: list[DeadLetter] = []
-        decisions: list[tuple[Feedback, RawMessage]] = []
-        for msg in messages:
-            try:
-                decisions.append((decode_feedback(msg.value or b""), msg))
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-                dead.append(_undecodable(msg, e))
-        async with self._detecting:
-            for fb, msg in decisions:
-                known = False
-                for stage in self.stages:
-                    applied, records = await stage.apply_feedback(fb, msg)
-                    known |= applied
-                    await self.publish(records)
-                if not known:
-                    # no detector tracks it any more (its group expired): record the decision on the stored
-                    # record, so the queue shows it, even though nothing will re-raise the group anyway
-                    changed = await self.writer.retrying("problems", self.writer.store.record_decision, fb)
-                    log.info("decision %s on %s applied to the stored record (%s)", fb.action, fb.problem_id,
-                             "found" if changed else "no such problem")
-            for stage in self.stages:
-                await stage.checkpoint()
-        await self.dead_letter(dead)
 
     async def push_problems(self, messages: Sequence[RawMessage]) -> None:
         """Problem records from the problems topic to every configured ITSM; returns once each has
@@ -178,25 +192,24 @@ class StreamHandlers:
         await self.writer.write_dead_letters(letters)
 
     async def publish(self, records: Sequence[ProblemRecord]) -> None:
-        """Problem records to the compacted problems topic and to ClickHouse (latest version wins);
-        the topic first: it is what problem managers' tools and the ITSM pushes read."""
+        """Problem records to the compacted problems topic now (what problem managers' tools and the
+        ITSM pushes read); to ClickHouse (latest version wins) with the next flush."""
         if not records:
             return
         topic = self.settings.topic("problems")
         pending = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
-        await self.writer.retrying("problems", self.writer.store.insert_problems, list(records))
-        self.writer.metrics.written.labels("problems").inc(len(records))
         await asyncio.gather(*pending)
+        self._pending.problems.extend(records)
 
     async def publish_anomalies(self, rows: Sequence[Any]) -> None:
-        """Anomaly rows to the anomalies topic and to ClickHouse (deterministic ids: replays fold)."""
+        """Anomaly rows to the anomalies topic now; to ClickHouse (deterministic ids: replays fold)
+        with the next flush."""
         if not rows:
             return
         topic = self.settings.topic("anomalies")
         pending = [await self.send(topic, r.service.encode(), msgspec.json.encode(r), None) for r in rows]
-        await self.writer.retrying("anomalies", self.writer.store.insert_anomalies, list(rows))
-        self.writer.metrics.written.labels("anomalies").inc(len(rows))
         await asyncio.gather(*pending)
+        self._pending.anomalies.extend(rows)
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         topic = self.settings.topic("deadletter")
@@ -214,27 +227,33 @@ def _undecodable(msg: RawMessage, error: Exception) -> DeadLetter:
 
 
 class _Pending:
-    """The batches learned and published since the last flush: their events by kind (to store),
-    their ticket events (for the impact model), dead letters, and how to ack each batch."""
+    """What was learned and published since the last flush and is still to be stored: the events
+    by kind, their ticket events (for the impact model), problem records, anomaly rows, dead
+    letters, how to ack each batch, and (once the flush takes it) the detectors' checkpoints."""
 
     def __init__(self) -> None:
         self.by_kind: dict[EventKind[Any], tuple[list[Any], list[RawMessage]]] = {}
         self.tickets: list[Any] = []
+        self.problems: list[ProblemRecord] = []
+        self.anomalies: list[Any] = []
         self.dead_letters: list[DeadLetter] = []
         self.acks: list[Callable[[], Awaitable[None]]] = []
+        self.checkpoints: list[Checkpoint] = []
         self.events = 0
         self.since = 0.0  #: loop time the oldest pending batch arrived
 
-    def add(self, kind: EventKind[Any], done: Processed[Any], ack: Callable[[], Awaitable[None]],
-            now: float) -> None:
+    def add(self, ack: Callable[[], Awaitable[None]], now: float, kind: EventKind[Any] | None = None,
+            done: Processed[Any] | None = None, dead_letters: Sequence[DeadLetter] = ()) -> None:
         if not self.acks:
             self.since = now
-        if done.events:
-            events, messages = self.by_kind.setdefault(kind, ([], []))
-            events.extend(done.events)
-            messages.extend(done.messages)
-            if kind is TICKETS:
-                self.tickets.extend(done.events)
-        self.dead_letters.extend(done.dead_letters)
+        if kind is not None and done is not None:
+            if done.events:
+                events, messages = self.by_kind.setdefault(kind, ([], []))
+                events.extend(done.events)
+                messages.extend(done.messages)
+                if kind is TICKETS:
+                    self.tickets.extend(done.events)
+            self.dead_letters.extend(done.dead_letters)
+            self.events += len(done.events)
+        self.dead_letters.extend(dead_letters)
         self.acks.append(ack)
-        self.events += len(done.events)
