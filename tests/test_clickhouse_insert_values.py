@@ -150,3 +150,24 @@ def test_the_sample_log_is_stored_as_before(stores: tuple[ClickHouseStore, Click
             offset += len(batch)
     assert new.table_counts(["ticket_events"]) == {"ticket_events": len(events)}
     assert_same_tables(new, old)
+
+
+def test_rows_repeated_within_a_batch_read_back_as_before(stores: tuple[ClickHouseStore, ClickHouseStore]) -> None:
+    """The store inserts with ``optimize_on_insert = 0``: a key repeated inside one batch is folded
+    by FINAL and the merges, not before the write. What FINAL reads is the same."""
+    new, old = stores
+    events = edge_events()
+    replayed = [*events, events[0], events[1]]  # a replay overlapping the batch it is in
+    impact = ImpactModel(Catalog.empty()).rows_for(events)
+    tie, newer = impact[0], impact[1]
+    twice = [*impact, msgspec.structs.replace(tie, state="Later, same version"),
+             msgspec.structs.replace(newer, version=newer.version + 2, state="Newer"),
+             msgspec.structs.replace(newer, version=newer.version + 1, state="Older")]
+    for store in (new, old):
+        store.insert_ticket_events(replayed, [0] * len(replayed), range(len(replayed)))
+        store.insert_incident_impact(twice)
+    assert new.table_counts(["ticket_events"]) == {"ticket_events": len(events)}
+    assert_same_tables(new, old)
+    states = dict(new.query("SELECT ticket_id, state FROM {db}.incident_impact FINAL"))
+    assert states[newer.ticket_id] == "Newer"
+    assert states[tie.ticket_id] == "Later, same version"  # a tie: the last row written wins, as before
