@@ -14,7 +14,9 @@ store's own methods:
   intervals; the shape the trend monitor writes).
 
 Only the insert calls are timed (after one warm-up insert per table in a scratch store:
-clickhouse-connect imports pandas on its first insert). For each table the bench also times, without
+clickhouse-connect imports pandas on its first insert), and each case starts once chDB runs no
+background merge: it goes on merging the parts of the case before for up to ~0.5 s, which overlapped
+much of the ~0.3 s ``anomalies`` case, by more or less from run to run. For each table the bench also times, without
 inserting, the store's own Python work before it calls clickhouse-connect: building the column
 lists (``_columns(rows, columns)``: one ``attrgetter`` per column, a tile of rows at a time) and
 turning ``DateTime64`` columns into integer milliseconds (``_sendable``); and the same with the
@@ -75,6 +77,13 @@ def make_rows(log: Path, batch: int, anomalies: int) -> tuple[list[TicketEvent],
         for i in range(anomalies)
     ]  # fmt: skip
     return events, impact, anomaly_rows
+
+
+def settle(store: ClickHouseStore, timeout: float = 30.0) -> None:
+    """Wait until chDB runs no background merge (of the parts the previous case wrote)."""
+    deadline = time.monotonic() + timeout
+    while store.query("SELECT count() FROM system.merges")[0][0] and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def timed(batches: list[Sequence[Any]], insert: Inserter) -> float:
@@ -150,6 +159,7 @@ def main() -> None:
             store.migrate()
             line = []
             for name, (n, batches, make) in cases.items():
+                settle(store)
                 seconds = timed(batches, make(store))
                 rates[name].append(n / seconds)
                 conv[name].append(conv_s[name] / seconds)
