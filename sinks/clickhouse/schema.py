@@ -168,6 +168,10 @@ class Table:
     def column_names(self) -> list[str]:
         return [c[0] for c in self.columns]
 
+    @property
+    def column_types(self) -> list[str]:
+        return [c[1] for c in self.columns]
+
 
 _CORE_TABLES: tuple[Table, ...] = (
     Table(
