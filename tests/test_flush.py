@@ -1,0 +1,126 @@
+"""Detect now, store later: what a batch is acked after, without Faust or Kafka (real chDB store).
+
+``StreamHandlers.events`` detects a batch and sends its problem records at once; its rows, the
+detectors' checkpoint and the ack wait for a flush. These tests pin the order that makes a crash
+safe: nothing is acked before everything it caused is stored, and the stored checkpoint covers
+exactly the batches whose rows are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from detectors import RecurringIncidentDetector
+from opsintel.problems import decode_problem
+from opsintel.settings import Settings
+from sinks.clickhouse import ClickHouseStore
+from streams.detection import PartitionedDetector
+from streams.handlers import StreamHandlers
+from streams.metrics import WorkerMetrics
+from streams.pipeline import TICKETS, BatchWriter
+from tests.test_stream_stages import first_events, messages
+
+
+class Sent:
+    """A Kafka producer stand-in: records what was sent, delivered at once."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes]] = []
+
+    async def __call__(self, topic: str, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
+        self.records.append((topic, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def make(store: ClickHouseStore, **settings: Any) -> tuple[StreamHandlers, Sent, PartitionedDetector]:
+    writer = BatchWriter(store, WorkerMetrics())
+    stage = PartitionedDetector("recurring", RecurringIncidentDetector, RecurringIncidentDetector.from_snapshot,
+                                writer)
+    sent = Sent()
+    handlers = StreamHandlers(Settings(topic_prefix="t.", **settings), writer, [stage], sent)
+    return handlers, sent, stage
+
+
+def counts(store: ClickHouseStore) -> dict[str, int]:
+    return store.table_counts(["ticket_events", "problems", "detector_state"])
+
+
+def stored_position(store: ClickHouseStore) -> int | None:
+    rows = store.query("SELECT positions FROM {db}.detector_state FINAL WHERE detector = 'recurring'")
+    return int(rows[0][0]["t.tickets"]) if rows else None
+
+
+def test_a_batch_is_acked_only_by_the_flush_that_stores_it(chdb_store: ClickHouseStore) -> None:
+    events = first_events(3000)
+    acked: list[int] = []
+
+    async def run() -> None:
+        handlers, sent, _ = make(chdb_store, batch_size=100_000, flush_seconds=3600)
+        for i in range(0, 3000, 500):
+            async def ack(i: int = i) -> None:
+                acked.append(i)
+            await handlers.events(TICKETS, messages(events[i:i + 500], i), ack)
+        # detected and published: the problem records are on the topic before anything is stored
+        problems = [decode_problem(v) for topic, v in sent.records if topic == "t.problems"]
+        assert problems, "the sample raises no recurring problem: pick a longer slice"
+        assert acked == [] and counts(chdb_store) == {"ticket_events": 0, "problems": 0, "detector_state": 0}
+        await handlers.flush()
+        assert acked == [0, 500, 1000, 1500, 2000, 2500]
+        stored = counts(chdb_store)
+        assert stored["ticket_events"] == 3000 and stored["detector_state"] == 1
+        assert stored["problems"] >= len({p.problem_id for p in problems})
+        assert stored_position(chdb_store) == 3000
+        await handlers.flush()  # nothing pending: nothing written, nothing acked twice
+        assert acked == [0, 500, 1000, 1500, 2000, 2500]
+
+    asyncio.run(run())
+
+
+def test_the_stored_checkpoint_covers_exactly_the_flushed_batches(chdb_store: ClickHouseStore) -> None:
+    """A batch learned while a flush is writing is not in that flush's checkpoint: a crash then
+    replays it into the detector instead of skipping it (its rows are not stored yet)."""
+    events = first_events(2000)
+    acked: list[int] = []
+
+    async def ack_of(i: int) -> Any:
+        async def ack() -> None:
+            acked.append(i)
+        return ack
+
+    async def run() -> None:
+        handlers, _, stage = make(chdb_store, batch_size=1000, flush_seconds=3600)
+        await handlers.events(TICKETS, messages(events[:1000], 0), await ack_of(0))  # due: a flush starts
+        assert handlers._flushing is not None
+        await handlers.events(TICKETS, messages(events[1000:1500], 1000), await ack_of(1000))  # learned meanwhile
+        await handlers._flushing
+        assert acked == [0]
+        assert stored_position(chdb_store) == 1000  # not 1500: that batch's rows wait for the next flush
+        assert chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 1000}
+        await handlers.flush()
+        assert acked == [0, 1000] and stored_position(chdb_store) == 1500
+
+    asyncio.run(run())
+
+
+def test_a_quiet_stream_is_flushed_by_the_timer_check(chdb_store: ClickHouseStore) -> None:
+    events = first_events(10)
+    acked: list[str] = []
+
+    async def run() -> None:
+        handlers, _, _ = make(chdb_store, batch_size=100_000, flush_seconds=0.2)
+
+        async def ack() -> None:
+            acked.append("x")
+
+        await handlers.events(TICKETS, messages(events, 0), ack)
+        await handlers.flush_if_due()
+        assert acked == []  # not due yet
+        await asyncio.sleep(0.25)
+        await handlers.flush_if_due()
+        await handlers.flush()  # waits for the flush the check started
+        assert acked == ["x"] and chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 10}
+
+    asyncio.run(run())
