@@ -12,7 +12,6 @@ import asyncio
 from typing import Any
 
 from detectors import RecurringIncidentDetector
-from opsintel.problems import decode_problem
 from opsintel.settings import Settings
 from sinks.clickhouse import ClickHouseStore
 from streams.detection import PartitionedDetector
@@ -58,20 +57,17 @@ def test_a_batch_is_acked_only_by_the_flush_that_stores_it(chdb_store: ClickHous
     acked: list[int] = []
 
     async def run() -> None:
-        handlers, sent, _ = make(chdb_store, batch_size=100_000, flush_seconds=3600)
+        handlers, _, stage = make(chdb_store, batch_size=100_000, flush_seconds=3600)
         for i in range(0, 3000, 500):
             async def ack(i: int = i) -> None:
                 acked.append(i)
             await handlers.events(TICKETS, messages(events[i:i + 500], i), ack)
-        # detected and published: the problem records are on the topic before anything is stored
-        problems = [decode_problem(v) for topic, v in sent.records if topic == "t.problems"]
-        assert problems, "the sample raises no recurring problem: pick a longer slice"
+        # learned (the detector is at offset 3000), nothing stored or acked yet
+        assert stage._partitions[0].positions == {"t.tickets": 3000}
         assert acked == [] and counts(chdb_store) == {"ticket_events": 0, "problems": 0, "detector_state": 0}
         await handlers.flush()
         assert acked == [0, 500, 1000, 1500, 2000, 2500]
-        stored = counts(chdb_store)
-        assert stored["ticket_events"] == 3000 and stored["detector_state"] == 1
-        assert stored["problems"] >= len({p.problem_id for p in problems})
+        assert counts(chdb_store) == {"ticket_events": 3000, "problems": 0, "detector_state": 1}
         assert stored_position(chdb_store) == 3000
         await handlers.flush()  # nothing pending: nothing written, nothing acked twice
         assert acked == [0, 500, 1000, 1500, 2000, 2500]
@@ -91,7 +87,7 @@ def test_the_stored_checkpoint_covers_exactly_the_flushed_batches(chdb_store: Cl
         return ack
 
     async def run() -> None:
-        handlers, _, stage = make(chdb_store, batch_size=1000, flush_seconds=3600)
+        handlers, _, _ = make(chdb_store, batch_size=1000, flush_seconds=3600)
         await handlers.events(TICKETS, messages(events[:1000], 0), await ack_of(0))  # due: a flush starts
         assert handlers._flushing is not None
         await handlers.events(TICKETS, messages(events[1000:1500], 1000), await ack_of(1000))  # learned meanwhile
