@@ -55,6 +55,7 @@ class StreamHandlers:
         # flushes run one at a time, in the background of the next batches' detection
         self._flushing: asyncio.Future[None] | None = None
         self._flush_gate = asyncio.Lock()
+        self._failed: Exception | None = None
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage],
                      ack: Callable[[], Awaitable[None]]) -> None:
@@ -124,11 +125,22 @@ class StreamHandlers:
 
     async def _start_flush(self, force: bool = False) -> None:
         async with self._flush_gate:
+            if self._failed is not None:
+                raise FlushFailed("an earlier flush failed: nothing is checkpointed past its batches "
+                                  "until the worker restarts and replays them") from self._failed
             if self._flushing is not None:
                 # the previous flush must end first (its acks come first); while it runs, the next
                 # batches are detected - a flush slower than the stream holds the stream back here
                 flushing, self._flushing = self._flushing, None
-                await flushing  # its error, if any, surfaces in the agent
+                try:
+                    await flushing
+                except Exception as e:  # a cancelled flush (shutdown) is not a failure
+                    # (retryable store errors never get here: they are retried inside the flush.)
+                    # A later checkpoint would cover this flush's unstored batches: stop flushing,
+                    # so its batches stay uncommitted and a restart replays them
+                    self._failed = e
+                    log.critical("flush failed, no further flushes until the worker restarts: %r", e)
+                    raise
             async with self._detecting:
                 if not (self._pending.acks and (force or self._due())):
                     return
@@ -224,6 +236,10 @@ def _undecodable(msg: RawMessage, error: Exception) -> DeadLetter:
     code = "validation" if wrong_shape else "bad_json"
     return DeadLetter.for_record(msg.value or b"", reason=f"{code}: {error}", origin=msg.origin,
                                  origin_topic=msg.topic)
+
+
+class FlushFailed(RuntimeError):
+    """A flush failed earlier: the handlers refuse to checkpoint past its batches."""
 
 
 class _Pending:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from detectors import RecurringIncidentDetector
 from opsintel.settings import Settings
 from sinks.clickhouse import ClickHouseStore
 from streams.detection import PartitionedDetector
-from streams.handlers import StreamHandlers
+from streams.handlers import FlushFailed, StreamHandlers
 from streams.metrics import WorkerMetrics
 from streams.pipeline import TICKETS, BatchWriter
 from tests.test_stream_stages import first_events, messages
@@ -118,5 +120,32 @@ def test_a_quiet_stream_is_flushed_by_the_timer_check(chdb_store: ClickHouseStor
         await handlers.flush_if_due()
         await handlers.flush()  # waits for the flush the check started
         assert acked == ["x"] and chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 10}
+
+    asyncio.run(run())
+
+
+def test_after_a_failed_flush_nothing_is_checkpointed_past_it(chdb_store: ClickHouseStore) -> None:
+    """A flush that fails for good (not a retryable outage) leaves its batches unacked; a later
+    checkpoint would cover them and a restart would skip their learning, so flushing stops."""
+    events = first_events(1500)
+    acked: list[int] = []
+
+    async def run() -> None:
+        handlers, _, _ = make(chdb_store, batch_size=500, flush_seconds=3600)
+
+        async def refuse(*args: Any) -> Any:
+            raise RuntimeError("the store refused our own rows")
+
+        handlers.writer.write = refuse  # type: ignore[method-assign]
+
+        async def ack() -> None:
+            acked.append(1)
+
+        await handlers.events(TICKETS, messages(events[:500], 0), ack)  # due: the flush starts and fails
+        with pytest.raises(RuntimeError, match="refused our own rows"):
+            await handlers.events(TICKETS, messages(events[500:1000], 500), ack)
+        with pytest.raises(FlushFailed):
+            await handlers.events(TICKETS, messages(events[1000:], 1000), ack)
+        assert acked == [] and stored_position(chdb_store) is None
 
     asyncio.run(run())
