@@ -7,6 +7,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from opsintel.catalog import Catalog
@@ -135,3 +136,17 @@ def test_restored_history_completes_a_ticket_seen_mid_life() -> None:
     full = restored.rows_for(LIFECYCLE[3:])[0]
     assert full == impact_row(IncidentState.fold(LIFECYCLE), CATALOG)
     assert partial.time_to_respond_min != full.time_to_respond_min  # why the restore matters
+
+
+def test_restoring_one_ticket_never_evicts_another_the_batch_folds_into() -> None:
+    """The stage restores the tickets a batch finds missing, then folds the batch: with the cap
+    reached, the restore must not push out a ticket of the same batch (its state would restart
+    mid-life and lose its first response; found by the crash test with a 20,000 cap)."""
+    model = ImpactModel(CATALOG, max_tickets=2)
+    model.rows_for(LIFECYCLE[:2])  # INC1 created and responded to
+    other = [msgspec.structs.replace(e, ticket_id=t, event_id=f"{t}:{e.version}") for t in ("INC2", "INC3")
+             for e in LIFECYCLE[:1]]
+    model.rows_for(other[:1])  # INC2: the cap is reached, INC1 is now the least recently touched
+    model.restore(other[1:])  # INC3's history, read back because the batch below finds it missing
+    row = next(r for r in model.rows_for(LIFECYCLE[2:3] + other[1:]) if r.ticket_id == "INC1")
+    assert row == impact_row(IncidentState.fold(LIFECYCLE[:3]), CATALOG)

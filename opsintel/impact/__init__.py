@@ -98,8 +98,10 @@ class ImpactModel:
 
     def restore(self, events: Iterable[TicketEvent]) -> None:
         """Fold earlier events (e.g. a ticket's history read back after a restart) without
-        computing rows; idempotent, so events the model already holds change nothing."""
-        self._fold(events)
+        computing rows; idempotent, so events the model already holds change nothing. Nothing is
+        evicted here: a restored history must not push out a ticket the next ``rows_for`` folds
+        into (its state would restart mid-life); ``rows_for`` evicts once it has folded."""
+        self._fold(events, evict=False)
 
     def rows_for(self, events: Iterable[TicketEvent]) -> list[ImpactRow]:
         """Fold ``events`` into their tickets' states; one row per ticket the batch touched."""
@@ -107,13 +109,13 @@ class ImpactModel:
         catalog = self.catalog
         return [impact_row(self._states[k], catalog) for k in touched if k in self._states]
 
-    def _fold(self, events: Iterable[TicketEvent]) -> dict[tuple[str, str], None]:
+    def _fold(self, events: Iterable[TicketEvent], evict: bool = True) -> dict[tuple[str, str], None]:
         touched: dict[tuple[str, str], None] = {}
         for ev in events:
             key = (ev.source, ev.ticket_id)
             prev = self._states.pop(key, None)
             self._states[key] = IncidentState.start(ev) if prev is None else prev.apply(ev)
             touched[key] = None
-        while len(self._states) > self.max_tickets:
+        while evict and len(self._states) > self.max_tickets:
             self._states.popitem(last=False)
         return touched
