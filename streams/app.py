@@ -72,6 +72,14 @@ def _credentials(settings: Settings) -> Any:
 Handle = Callable[[list[RawMessage], Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
+def acked_after(handle: Callable[[list[RawMessage]], Awaitable[None]]) -> Handle:
+    """A handler whose batch is durable once it returns: ack right after it."""
+    async def handle_then_ack(messages: list[RawMessage], ack: Callable[[], Awaitable[None]]) -> None:
+        await handle(messages)
+        await ack()
+    return handle_then_ack
+
+
 def _headers(event: Any) -> dict[str, bytes]:
     raw = event.message.headers or {}
     items = raw.items() if hasattr(raw, "items") else raw
@@ -144,18 +152,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
     handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact, itsm)
     state.recurring = recurring
 
-    async def batches(stream: faust.StreamT, handle: Callable[[list[RawMessage]], Awaitable[None]] | None = None,
-                      *, handle_then_ack: Handle | None = None, with_headers: bool = False) -> None:
-        """Take a batch and hand it over; it is acked once everything it caused is durable: after
-        ``handle`` returns, or when ``handle_then_ack`` calls the ack it is given."""
+    async def batches(stream: faust.StreamT, handle: Handle, with_headers: bool = False) -> None:
+        """Take a batch and hand it over with its ack, to call once everything it caused is durable."""
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
-            messages = [RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
-                                   _headers(ev) if with_headers else {}, ev.message.key) for ev in batch]
-            if handle_then_ack is not None:
-                await handle_then_ack(messages, partial(ack, stream, batch))
-            else:
-                await cast(Callable[[list[RawMessage]], Awaitable[None]], handle)(messages)
-                await ack(stream, batch)
+            await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
+                                     _headers(ev) if with_headers else {}, ev.message.key) for ev in batch],
+                         partial(ack, stream, batch))
 
     async def ack(stream: faust.StreamT, batch: Sequence[Any]) -> None:
         for ev in batch:
@@ -187,11 +189,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(topics["feedback"], name="opsintel.feedback")
     async def feedback(stream: faust.StreamT) -> None:
-        await batches(stream, handle_then_ack=handlers.feedback)  # acked by the flush that checkpoints it
+        await batches(stream, handlers.feedback)  # acked by the flush that checkpoints it
 
     @app.agent(topics["deadletter"], name="opsintel.deadletter")
     async def dead_letters(stream: faust.StreamT) -> None:
-        await batches(stream, handlers.dead_letters, with_headers=True)  # reason and origin travel in headers
+        # reason and origin travel in headers
+        await batches(stream, acked_after(handlers.dead_letters), with_headers=True)
 
     if itsm is not None:
         # an agent of its own on the compacted problems topic (the durable queue of the
@@ -199,7 +202,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         # acked once every target has it, so a crash re-pushes it (the pushes are idempotent)
         @app.agent(topics["problems"], name="opsintel.itsm")
         async def push_to_itsm(stream: faust.StreamT) -> None:
-            await batches(stream, handlers.push_problems)
+            await batches(stream, acked_after(handlers.push_problems))
 
         async def close_itsm(sender: Any, **kwargs: Any) -> None:
             await itsm.close()

@@ -84,8 +84,7 @@ class StreamHandlers:
                 decisions.append((decode_feedback(msg.value or b""), msg))
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
                 dead.append(_undecodable(msg, e))
-        for dl in dead:
-            self.writer.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        self.writer.metrics.count_dead_letters(dead)
         async with self._detecting:
             for fb, msg in decisions:
                 known = False
@@ -112,9 +111,7 @@ class StreamHandlers:
         """Store, checkpoint and ack everything pending, and wait for it (before a rebalance)."""
         await self._start_flush(force=True)
         async with self._flush_gate:
-            if self._flushing is not None:
-                flushing, self._flushing = self._flushing, None
-                await flushing
+            await self._end_flush()
 
     def _due(self) -> bool:
         p = self._pending
@@ -125,22 +122,9 @@ class StreamHandlers:
 
     async def _start_flush(self, force: bool = False) -> None:
         async with self._flush_gate:
-            if self._failed is not None:
-                raise FlushFailed("an earlier flush failed: nothing is checkpointed past its batches "
-                                  "until the worker restarts and replays them") from self._failed
-            if self._flushing is not None:
-                # the previous flush must end first (its acks come first); while it runs, the next
-                # batches are detected - a flush slower than the stream holds the stream back here
-                flushing, self._flushing = self._flushing, None
-                try:
-                    await flushing
-                except Exception as e:  # a cancelled flush (shutdown) is not a failure
-                    # (retryable store errors never get here: they are retried inside the flush.)
-                    # A later checkpoint would cover this flush's unstored batches: stop flushing,
-                    # so its batches stay uncommitted and a restart replays them
-                    self._failed = e
-                    log.critical("flush failed, no further flushes until the worker restarts: %r", e)
-                    raise
+            # the previous flush must end first (its acks come first); while it runs, the next
+            # batches are detected - a flush slower than the stream holds the stream back here
+            await self._end_flush()
             async with self._detecting:
                 if not (self._pending.acks and (force or self._due())):
                     return
@@ -149,6 +133,23 @@ class StreamHandlers:
                 # caused is stored, so a replay that skips their learning loses nothing
                 pending.checkpoints = [stage.take_checkpoint() for stage in self.stages]
             self._flushing = asyncio.ensure_future(self._flush(pending))
+
+    async def _end_flush(self) -> None:
+        """Wait for the running flush (the caller holds the gate). A flush that failed for good
+        (retryable store errors are retried inside it) stops all later ones: their checkpoint
+        would cover its unstored batches, which stay uncommitted so that a restart replays them."""
+        if self._failed is not None:
+            raise FlushFailed("an earlier flush failed: nothing is checkpointed past its batches "
+                              "until the worker restarts and replays them") from self._failed
+        if self._flushing is None:
+            return
+        flushing, self._flushing = self._flushing, None
+        try:
+            await flushing
+        except Exception as e:  # a cancelled flush (shutdown) is not a failure
+            self._failed = e
+            log.critical("flush failed, no further flushes until the worker restarts: %r", e)
+            raise
 
     async def _flush(self, pending: _Pending) -> None:
         timed = self.writer.metrics.stage_seconds.labels
@@ -195,8 +196,7 @@ class StreamHandlers:
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Count and send dead letters of records an agent could not decode."""
-        for dl in letters:
-            self.writer.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        self.writer.metrics.count_dead_letters(letters)
         await self.send_dead_letters(letters)
 
     async def dead_letters(self, messages: Sequence[RawMessage]) -> None:

@@ -6,8 +6,11 @@ metrics`` runs over a real scrape in the tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sinks.deadletter import DeadLetter
 from sinks.itsm import ItsmOutbox
 
 #: outcomes of ITSM pushes, and the outbox counter each one is read from
@@ -93,6 +96,11 @@ class WorkerMetrics:
             registry=r,
         )
         self._itsm_seen: dict[tuple[str, str], int] = {}
+
+    def count_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
+        """Count dead letters by origin topic and reason code."""
+        for dl in letters:
+            self.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
 
     def observe_itsm(self, outbox: ItsmOutbox) -> None:
         """Bring the ITSM metrics of one target up to date with its outbox's counters."""

@@ -120,16 +120,14 @@ class BatchWriter:
             self.metrics.consumed.labels(messages[0].topic).inc(len(messages))
             self.metrics.batch_size.labels(messages[0].topic).observe(len(messages))
         events, kept, dead = decode_batch(kind, messages)
-        for dl in dead:
-            self.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        self.metrics.count_dead_letters(dead)
         return Processed(events, kept, dead)
 
     async def write(self, kind: EventKind[E], events: list[E], kept: list[RawMessage]) -> list[DeadLetter]:
         """Write decoded events; returns the dead letters of those the store refused (rare: a
         poison record is isolated by halving the batch), the rest is written."""
         rejected = await self._write(kind, events, kept)
-        for dl in rejected:
-            self.metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+        self.metrics.count_dead_letters(rejected)
         return rejected
 
     async def process(self, kind: EventKind[E], messages: Sequence[RawMessage]) -> Processed[E]:

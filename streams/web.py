@@ -131,7 +131,7 @@ def register_views(app: faust.App, state: WorkerState, monitoring_topic: faust.T
                 dl = DeadLetter.for_record(item.raw, reason=item.reason, origin=f"{received}:{i}",
                                            origin_topic=monitoring_topic.get_topic_name())
                 await deadletter_topic.send(key=dl.origin.encode(), value=dl.payload, headers=dl.kafka_headers())
-                metrics.dead_lettered.labels(dl.origin_topic, dl.reason_code).inc()
+                metrics.count_dead_letters([dl])
                 rejected += 1
             else:
                 await monitoring_topic.send(key=item.partition_key.encode(), value=encode(item))
