@@ -6,8 +6,10 @@ store's own methods:
 
 * ``ticket_events``: the ServiceNow log's 141,712 canonical events (time-ordered), raw table only
   (``_insert_events``, what ``insert_ticket_events`` does first);
-* ``ticket_events+incidents``: ``insert_ticket_events`` as the worker calls it (raw rows, then the
-  newest version of each ticket of the batch into ``incidents``); rows/s counts ticket events;
+* ``ticket_events+incidents``: ``insert_ticket_events`` as the worker calls it (raw rows; the
+  materialized view ``incidents_from_events`` copies them into ``incidents`` inside ClickHouse -
+  before it, the store inserted the newest version of each ticket of the batch itself); rows/s
+  counts ticket events;
 * ``incident_impact``: the rows the worker writes, ``ImpactModel(Catalog.empty()).rows_for`` over
   the log in batches of 10,000 events (one row per ticket a batch touched);
 * ``anomalies``: synthetic :class:`detectors.AnomalyRow` s (``anomaly_row`` over 50 services × hourly

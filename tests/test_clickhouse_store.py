@@ -11,6 +11,7 @@ from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
 from opsintel.problems import ProblemRecord
 from sinks.clickhouse import TABLES, ClickHouseStore, create_statements
 from sinks.clickhouse.queries import summary
+from sinks.clickhouse.schema import INCIDENT_COLUMNS
 from sinks.deadletter import DeadLetter
 
 T0 = datetime(2016, 3, 1, 9, 0, tzinfo=UTC)
@@ -45,6 +46,25 @@ def test_incident_keeps_latest_version_whatever_the_arrival_order(chdb_store: Cl
     rows = chdb_store.query("SELECT state, version, priority FROM {db}.incidents FINAL WHERE ticket_id = {t:String}",
                             {"t": "INC9"})
     assert rows == [("Resolved", 2, "3 - Moderate")]
+
+
+def test_incidents_row_is_the_newest_event_column_for_column(chdb_store: ClickHouseStore) -> None:
+    # ClickHouse fills `incidents` (materialized view over ticket_events): every attribute set
+    every = {"active": True, "opened_at": T0, "resolved_at": T0 + timedelta(hours=2),
+             "closed_at": T0 + timedelta(hours=3), "reopened_at": T0 + timedelta(hours=1), "service": "Payments",
+             "ci": "CI7", "ci_type": "app", "category": "Network", "subcategory": "VPN", "symptom": "slow",
+             "description": "VPN drops", "priority": "2 - High", "impact": "1 - High", "urgency": "2 - Medium",
+             "assignment_group": "Net", "assigned_to": "Ana", "channel": "Phone", "location": "Utrecht",
+             "caller": "Bo", "knowledge_used": False, "knowledge_article": "KB1", "related_change": "CHG1",
+             "related_incident": "INC4", "caused_by_ci": "CI8", "reassignment_count": 3, "reopen_count": 1,
+             "sla_made": True, "closure_code": "fixed", "handle_time_hours": 1.25}
+    events = [ticket("INC5", 1, "Resolved", **every), ticket("INC5", 0, "New", **{**every, "ci": "old"})]
+    chdb_store.insert_ticket_events(events, [0, 0], [8, 7])
+    names = [name for name, _ in INCIDENT_COLUMNS]
+    assert {n for n in names if n != "last_event_id"} | {"event_id"} == set(TicketEvent.__struct_fields__) - {
+        "schema_version"}
+    rows = chdb_store.query(f"SELECT {', '.join(names)} FROM {{db}}.incidents FINAL")
+    assert rows == [tuple(getattr(events[0], "event_id" if n == "last_event_id" else n) for n in names)]
 
 
 def test_monitoring_change_and_dead_letters_round_trip(chdb_store: ClickHouseStore) -> None:

@@ -8,7 +8,9 @@ offsets only after a successful insert, and a crash between insert and commit re
   the row it already wrote. Readers that need exact counts use ``FINAL``.
 * ``incidents`` is the current state of each ticket: ``ReplacingMergeTree(version)`` ordered by
   ``(source, ticket_id)`` - the row with the highest lifecycle version wins, whatever order the
-  events arrive in.
+  events arrive in. ClickHouse fills it: the materialized view ``incidents_from_events`` copies
+  every row inserted into ``ticket_events`` (its ``event_id`` as ``last_event_id``), so the worker
+  writes each ticket event once, and the merges and ``FINAL`` keep the newest version per ticket.
 * ``dead_letters`` is keyed by the dead letter's deterministic id (origin topic/partition/offset
   or input file/line), so a re-sent dead letter is counted once.
 
@@ -127,6 +129,9 @@ INCIDENT_COLUMNS: tuple[Column, ...] = (
     *(c for c in TICKET_COLUMNS if c[0] != "event_id"),
     ("last_event_id", "String"),
 )
+
+#: fills ``incidents`` from ``ticket_events`` (:func:`_incidents_view`)
+INCIDENTS_VIEW = "incidents_from_events"
 
 DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
     ("dead_letter_id", "String"),
@@ -279,6 +284,27 @@ def create_statements(database: str, *, cluster: str = "", tables: Sequence[Tabl
     statements = [f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}{on_cluster}"]
     for table in tables:
         statements.extend(_create_table(database, table, cluster))
-    if tables is TABLES:  # the rollup views over the analytics tables (sinks/clickhouse/analytics_schema.py)
+    if tables is TABLES:
+        statements.append(_incidents_view(database, cluster))
+        # the rollup views over the analytics tables (sinks/clickhouse/analytics_schema.py)
         statements.extend(view_statements(database, cluster=cluster))
     return statements
+
+
+def _incidents_view(database: str, cluster: str) -> str:
+    """The materialized view that folds every inserted ticket event into ``incidents``.
+
+    On a cluster it joins the local tables: ``ticket_events`` and ``incidents`` share the sharding
+    key (``cityHash64(ticket_id)``), so a ticket's events and its ``incidents`` row live on one
+    shard. ``IF NOT EXISTS`` keeps an existing view: a change to the ticket columns must drop it
+    (``DROP VIEW incidents_from_events``) before ``opsintel migrate`` recreates it.
+    """
+    db = quote_identifier(database)
+    on_cluster = f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
+    local = "_local" if cluster else ""
+    select = ", ".join(quote_identifier(n) for n, _ in INCIDENT_COLUMNS if n != "last_event_id")
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{quote_identifier(INCIDENTS_VIEW)}{on_cluster} "
+        f"TO {db}.{quote_identifier('incidents' + local)} AS\n"
+        f"SELECT {select}, `event_id` AS `last_event_id` FROM {db}.{quote_identifier('ticket_events' + local)}"
+    )

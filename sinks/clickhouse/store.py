@@ -123,19 +123,8 @@ class ClickHouseStore(AnalyticsWrites):
     # --- writes ----------------------------------------------------------------------------------
     def insert_ticket_events(self, events: Sequence[TicketEvent], partitions: Sequence[int],
                              offsets: Sequence[int]) -> int:
-        """Insert raw ticket events and fold them into ``incidents``. Returns rows inserted."""
-        if not events:
-            return 0
+        """Insert raw ticket events (ClickHouse folds them into ``incidents``). Returns rows inserted."""
         self._insert_events(TABLES_BY_NAME["ticket_events"], events, partitions, offsets)
-        latest: dict[tuple[str, str], TicketEvent] = {}
-        for ev in events:  # only the newest version per ticket in this batch needs to reach `incidents`
-            key = (ev.source, ev.ticket_id)
-            prev = latest.get(key)
-            if prev is None or ev.version >= prev.version:
-                latest[key] = ev
-        table = TABLES_BY_NAME["incidents"]
-        names = ["event_id" if name == "last_event_id" else name for name in table.column_names]
-        self._insert(table, _columns(list(latest.values()), names))
         return len(events)
 
     def insert_monitoring_events(self, events: Sequence[MonitoringEvent], partitions: Sequence[int],
