@@ -93,6 +93,7 @@ def test_catalogue_reloads_on_change_and_keeps_the_last_good_one(tmp_path: Path)
     path.write_text(one.replace("C1", "C2") + "# changed\n")
     os.utime(path, ns=(10**18, 10**18))
     assert watched.current().map(ticket(category="C2")).service.id == "a"
+    assert not watched.current().map(ticket(category="C1")).mapped  # no answer of the old catalogue kept
     path.write_text("services: [{id: a}]\n")  # invalid edit
     os.utime(path, ns=(2 * 10**18, 2 * 10**18))
     assert watched.current().map(ticket(category="C2")).service.id == "a"
@@ -109,3 +110,53 @@ def test_business_hours_respect_time_zone_weekends_holidays_and_dst() -> None:
     assert office.minutes_between(tue, tue + timedelta(hours=1)) == 60
     assert office.minutes_between(tue, tue) == 0
     assert office.minutes_per_week == 40 * 60
+
+
+def _minutes_between_reference(hours: BusinessHours, a: datetime, b: datetime) -> float:
+    """``BusinessHours.minutes_between`` as cf72026 wrote it (before the windows were kept per day)."""
+    from zoneinfo import ZoneInfo
+
+    from opsintel.catalog._hours import MAX_SPAN
+
+    if b <= a:
+        return 0.0
+    b = min(b, a + MAX_SPAN)
+    tz = ZoneInfo(hours.timezone)
+    total = 0.0
+    day = a.astimezone(tz).date()
+    last = b.astimezone(tz).date()
+    while day <= last:
+        if day.weekday() in hours.days and day not in hours.holidays:
+            w0 = datetime.combine(day, hours.start, tz)
+            w1 = (datetime.combine(day + timedelta(days=1), time(0), tz) if hours.end == time(0)
+                  else datetime.combine(day, hours.end, tz))
+            lo, hi = max(a, w0), min(b, w1)
+            if hi > lo:
+                total += (hi - lo).total_seconds() / 60.0
+        day += timedelta(days=1)
+    return total
+
+
+def test_business_minutes_are_bit_identical_to_the_day_by_day_reference() -> None:
+    """Random spans (microsecond times, up to 40 days, some up to 4 years) in zones with DST at
+    midnight, half-hour DST and none, windows ending at midnight: the same float, bit for bit."""
+    import random
+
+    rng = random.Random(8)
+    calendars = [
+        BusinessHours("America/Sao_Paulo", frozenset(range(5)), time(8), time(18),
+                      frozenset({datetime(2016, 10, 12).date()})),
+        BusinessHours("America/Sao_Paulo", frozenset(range(7)), time(0), time(0)),
+        BusinessHours("Europe/Amsterdam", frozenset(range(6)), time(7, 30), time(22, 15)),
+        BusinessHours("Australia/Lord_Howe", frozenset(range(5)), time(1), time(0)),
+        BusinessHours("UTC", frozenset({0, 2, 4}), time(9), time(17)),
+    ]
+    t0 = datetime(2015, 12, 1, tzinfo=UTC)
+    for hours in calendars:
+        for _ in range(400):
+            a = t0 + timedelta(seconds=rng.uniform(0, 500 * 86_400))
+            days = rng.choices([1, 40, 4 * 366], weights=[9, 9, 1])[0]  # the last: over MAX_SPAN
+            span = rng.uniform(0, days * 86_400)
+            b = a + timedelta(seconds=span)
+            got, want = hours.minutes_between(a, b), _minutes_between_reference(hours, a, b)
+            assert got.hex() == want.hex(), (hours.timezone, a, b, got, want)

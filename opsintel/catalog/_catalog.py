@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import re
 import threading
@@ -19,6 +20,8 @@ from opsintel.catalog._model import CatalogSpec, Mapping, Rule, Service, Service
 log = logging.getLogger(__name__)
 
 _CRITICALITY_BY_PRIORITY = {1: "critical", 2: "high", 3: "medium"}
+#: ticket-field combinations whose mapping a catalogue keeps (about 1,400 in the ServiceNow log)
+_MAX_MAPPED = 8_192
 
 
 class CatalogError(ValueError):
@@ -70,6 +73,12 @@ class Catalog:
             for i, r in enumerate(spec.rules)
         )  # fmt: skip
         self._derived: dict[int, Service] = {}
+        # map() depends on these ticket fields only: the ones the rules read, and the priority
+        fields = {f for r in self.rules for f, _ in (*r.equals, *r.regex)} | {"priority"}
+        if any(r.source for r in self.rules):
+            fields.add("source")
+        self._map_key = operator.attrgetter(*sorted(fields))
+        self._mapped: dict[Any, Mapping] = {}
 
     def _service(self, s: ServiceSpec, calendars: dict[str, BusinessHours]) -> Service:
         sla = {**self.spec.sla_targets, **s.sla}
@@ -125,7 +134,19 @@ class Catalog:
 
         For the default service the criticality follows the ticket's priority (1 critical, 2 high,
         3 medium, else low): the catalogue knows nothing better about an unmapped ticket.
+        The answer is kept per combination of the fields the rules read (the catalogue never
+        changes: :class:`CatalogFile` makes a new one when the file does).
         """
+        key = self._map_key(ticket)
+        mapping = self._mapped.get(key)
+        if mapping is None:
+            mapping = self._map(ticket)
+            if len(self._mapped) >= _MAX_MAPPED:
+                self._mapped.clear()
+            self._mapped[key] = mapping
+        return mapping
+
+    def _map(self, ticket: Any) -> Mapping:
         for rule in self.rules:
             if rule.matches(ticket):
                 return Mapping(rule.service, True, f"rules[{rule.index}]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -13,6 +14,9 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: longest interval measured day by day; longer spans are capped (a ticket open for years is a
 #: data defect, and the business-hours loop must stay cheap on the worker's hot path)
 MAX_SPAN = timedelta(days=3 * 366)
+
+#: days whose working window a calendar keeps (:meth:`BusinessHours._window`)
+_MAX_WINDOWS = 4 * 366
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class BusinessHours:
     end: time = time(0)  #: ``00:00`` as end means midnight (end of the day)
     holidays: frozenset[date] = field(default_factory=frozenset)
     always: bool = False
+    #: working windows by day, filled as :meth:`_window` computes them
+    _windows: dict[int, tuple[datetime, datetime, float] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ZoneInfo(self.timezone)  # raises for an unknown zone
@@ -64,21 +71,49 @@ class BusinessHours:
         b = min(b, a + MAX_SPAN)
         if self.always:
             return (b - a).total_seconds() / 60.0
-        tz = ZoneInfo(self.timezone)
+        tz = self._zone
         total = 0.0
-        day = a.astimezone(tz).date()
-        last = b.astimezone(tz).date()
-        while day <= last:
-            if day.weekday() in self.days and day not in self.holidays:
-                # local wall-clock window -> UTC instants (zoneinfo handles DST shifts)
-                w0 = datetime.combine(day, self.start, tz)
-                w1 = (datetime.combine(day + timedelta(days=1), time(0), tz) if self.end == time(0)
-                      else datetime.combine(day, self.end, tz))
+        for day in range(a.astimezone(tz).toordinal(), b.astimezone(tz).toordinal() + 1):
+            window = self._window(day)
+            if window is None:
+                continue
+            w0, w1, minutes = window
+            if a <= w0 and w1 <= b:  # the whole window (every day but the first and the last)
+                total += minutes
+            else:
                 lo, hi = max(a, w0), min(b, w1)
                 if hi > lo:
                     total += (hi - lo).total_seconds() / 60.0
-            day += timedelta(days=1)
         return total
+
+    @functools.cached_property
+    def _zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def _window(self, day: int) -> tuple[datetime, datetime, float] | None:
+        """The working window of a day (a proleptic ordinal): its start and end instants and its
+        minutes; ``None`` on a day off.
+
+        Kept per calendar (``minutes_between`` runs several times per incident row, and each call
+        walks every day of its span); a few years of days at most, then it starts over.
+        """
+        windows = self._windows
+        if day in windows:
+            return windows[day]
+        d = date.fromordinal(day)
+        window = None
+        if d.weekday() in self.days and d not in self.holidays:
+            # local wall-clock window -> UTC instants (zoneinfo handles DST shifts)
+            tz = self._zone
+            w0 = datetime.combine(d, self.start, tz)
+            w1 = (datetime.combine(d + timedelta(days=1), time(0), tz) if self.end == time(0)
+                  else datetime.combine(d, self.end, tz))
+            if w1 > w0:
+                window = (w0, w1, (w1 - w0).total_seconds() / 60.0)
+        if len(windows) >= _MAX_WINDOWS:
+            windows.clear()
+        windows[day] = window
+        return window
 
     def minutes_in(self, intervals: Iterable[tuple[datetime, datetime]]) -> float:
         """Working minutes summed over several (non-overlapping) intervals."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, time
@@ -48,6 +49,7 @@ def parse_minutes(value: Any) -> float:
 Minutes = Annotated[float, BeforeValidator(parse_minutes)]
 
 
+@functools.lru_cache(maxsize=256)  # a handful of spellings, several look-ups per incident row
 def level(value: str) -> int:
     """Leading number of a priority / impact / urgency (``"3 - Moderate"`` -> 3); 0 when unknown.
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import msgspec
 
-from opsintel.catalog import Catalog, level
+from opsintel.catalog import BusinessHours, Catalog, level
 from opsintel.impact._state import IncidentState
 
 #: channels that count as self-service (lower-cased ``contact_type`` / channel values)
@@ -90,6 +90,22 @@ def _met(elapsed: float | None, target: float | None, running: float | None) -> 
     return None
 
 
+class _BusinessMinutes:
+    """``hours.minutes_between`` that computes each span once: a row asks for the same span up to
+    three times (opened to resolved is often also the only open period, and opened to the newest
+    event the open period of an incident not yet responded to)."""
+
+    def __init__(self, hours: BusinessHours) -> None:
+        self.hours = hours
+        self.known: dict[tuple[datetime, datetime], float] = {}
+
+    def __call__(self, a: datetime, b: datetime) -> float:
+        minutes = self.known.get((a, b))
+        if minutes is None:
+            minutes = self.known[(a, b)] = self.hours.minutes_between(a, b)
+        return minutes
+
+
 def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
     """The impact of one incident as of its newest event.
 
@@ -118,34 +134,32 @@ def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
     ev = state.latest
     mapping = catalog.map(ev)
     svc = mapping.service
-    hours = svc.hours
-    opened = state.opened_at
-    responded = state.first_response_at
-    resolved = state.resolved_at
-    intervals = state.intervals()
+    life = state.lifecycle()
+    opened, responded, resolved, intervals = life.opened_at, life.first_response_at, life.resolved_at, life.intervals
+    business = _BusinessMinutes(svc.hours)
 
     ttr = _minutes(opened, responded) if responded else None
-    ttr_bh = hours.minutes_between(opened, responded) if responded else None
+    ttr_bh = business(opened, responded) if responded else None
     ttres = _minutes(opened, resolved) if resolved else None
-    ttres_bh = hours.minutes_between(opened, resolved) if resolved else None
+    ttres_bh = business(opened, resolved) if resolved else None
     target = catalog.sla_target(svc, ev.priority)
     resp_target = target.response if target else None
     res_target = target.resolution if target else None
-    running = hours.minutes_between(opened, state.as_of)
+    running = business(opened, life.as_of)
     response_met = _met(ttr_bh, resp_target, None if responded else running)
     resolution_met = _met(ttres_bh, res_target, None if resolved else running)
 
     share = catalog.impact_share(ev)
     wall = sum(_minutes(a, b) for a, b in intervals)
-    business = hours.minutes_in(intervals)
+    interruption_bh = sum(business(a, b) for a, b in intervals)  # as BusinessHours.minutes_in
     users = max(svc.users * share, 1.0) if svc.users else 0.0  # an incident hurts at least its caller
     return ImpactRow(
         source=state.source, ticket_id=state.ticket_id, version=state.version,
-        last_event_id=ev.event_id, as_of=state.as_of,
+        last_event_id=ev.event_id, as_of=life.as_of,
         service=svc.id, service_name=svc.name, business_unit=svc.business_unit,
         criticality=svc.criticality, mapped=mapping.mapped, mapping_rule=mapping.rule,
         ticket_service=ev.service, category=ev.category, assignment_group=ev.assignment_group,
-        priority=ev.priority, priority_level=level(ev.priority), state=ev.state, is_open=state.is_open,
+        priority=ev.priority, priority_level=level(ev.priority), state=ev.state, is_open=life.is_open,
         opened_at=opened, first_response_at=responded, resolved_at=resolved,
         time_to_respond_min=ttr, time_to_respond_bh_min=ttr_bh,
         time_to_resolve_min=ttres, time_to_resolve_bh_min=ttres_bh,
@@ -153,12 +167,12 @@ def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
         sla_response_met=response_met, sla_resolution_met=resolution_met, sla_made=ev.sla_made,
         sla_disagrees=ev.sla_made is not None and resolution_met is not None and ev.sla_made != resolution_met,
         sla_met_resolution_slow=bool(ev.sla_made) and resolution_met is False,
-        reassignments=ev.reassignment_count or 0, reopens=state.reopens,
+        reassignments=ev.reassignment_count or 0, reopens=life.reopens,
         channel=ev.channel, self_service=ev.channel.strip().lower() in SELF_SERVICE_CHANNELS,
         knowledge_used=ev.knowledge_used if ev.knowledge_used is not None else (bool(ev.knowledge_article) or None),
         impact_share=share, users_affected=users,
-        interruption_min=wall, interruption_bh_min=business, weighted_interruption_min=business * share,
-        productivity_loss=users * business / 60.0 * svc.cost_per_user_hour,
-        customer_impact=(share * business / 60.0 * svc.revenue_per_hour) if svc.customer_facing else 0.0,
+        interruption_min=wall, interruption_bh_min=interruption_bh, weighted_interruption_min=interruption_bh * share,
+        productivity_loss=users * interruption_bh / 60.0 * svc.cost_per_user_hour,
+        customer_impact=(share * interruption_bh / 60.0 * svc.revenue_per_hour) if svc.customer_facing else 0.0,
         currency=catalog.currency,
     )  # fmt: skip

@@ -9,8 +9,10 @@ from the steps in version order, never accumulated, so nothing is counted twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
+
+import msgspec
 
 from opsintel.events import TicketEvent, TicketEventKind
 
@@ -23,9 +25,12 @@ _RESPONSE_KINDS = frozenset({TicketEventKind.ASSIGNED, TicketEventKind.REASSIGNE
                              TicketEventKind.RESOLVED, TicketEventKind.CLOSED})
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What the fold keeps of one event: its order, time, kind and state."""
+class Step(msgspec.Struct, frozen=True, gc=False):
+    """What the fold keeps of one event: its order, time, kind and state, and what they mean.
+
+    ``restored`` and ``responded`` are derived from ``kind`` and ``state`` once, when the step is
+    made (:meth:`of`): every row reads them for every step.
+    """
 
     version: int
     event_id: str
@@ -33,30 +38,39 @@ class Step:
     kind: str
     state: str
     reopened_at: datetime | None
+    #: does the incident count as restored after this event? The kind decides where it is explicit
+    #: (BPI rows repeat the final ``state`` on every event); otherwise the state does.
+    restored: bool
+    #: does this event show a response (assignment, work started, or a resolution)?
+    responded: bool
 
-    @property
-    def restored(self) -> bool:
-        """Does the incident count as restored after this event?
-
-        The kind decides where it is explicit (BPI rows repeat the final ``state`` on every event);
-        otherwise the state does.
-        """
-        if self.kind in (TicketEventKind.CREATED, TicketEventKind.REOPENED):
-            return False
-        if self.kind in (TicketEventKind.RESOLVED, TicketEventKind.CLOSED):
-            return True
-        return self.state in RESOLVED_STATES
-
-    @property
-    def responded(self) -> bool:
-        """Does this event show a response (assignment, work started, or a resolution)?"""
-        return self.kind in _RESPONSE_KINDS or (
-            self.kind != TicketEventKind.CREATED and self.state not in NEW_STATES
-        )
+    @classmethod
+    def of(cls, ev: TicketEvent) -> Step:
+        kind = str(ev.kind)
+        if kind in (TicketEventKind.CREATED, TicketEventKind.REOPENED):
+            restored = False
+        elif kind in (TicketEventKind.RESOLVED, TicketEventKind.CLOSED):
+            restored = True
+        else:
+            restored = ev.state in RESOLVED_STATES
+        responded = kind in _RESPONSE_KINDS or (kind != TicketEventKind.CREATED and ev.state not in NEW_STATES)
+        return cls(ev.version, ev.event_id, ev.event_time, kind, ev.state, ev.reopened_at, restored, responded)
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentState:
+class Lifecycle(NamedTuple):
+    """Everything :class:`IncidentState` derives from its steps, computed in one pass
+    (:meth:`IncidentState.lifecycle`; the properties of the same names read it)."""
+
+    opened_at: datetime
+    as_of: datetime
+    first_response_at: datetime | None
+    intervals: list[tuple[datetime, datetime]]
+    reopens: int
+    is_open: bool
+    resolved_at: datetime | None
+
+
+class IncidentState(msgspec.Struct, frozen=True):
     """One incident's events so far (as :class:`Step` s) and its newest event's attributes.
 
     Examples
@@ -85,7 +99,7 @@ class IncidentState:
     # --- building ---------------------------------------------------------------------------------
     @classmethod
     def start(cls, event: TicketEvent) -> IncidentState:
-        return cls(event.source, event.ticket_id, (_step(event),), event)
+        return cls(event.source, event.ticket_id, (Step.of(event),), event)
 
     @classmethod
     def fold(cls, events: Iterable[TicketEvent]) -> IncidentState:
@@ -102,22 +116,23 @@ class IncidentState:
         Two different events claiming one version are resolved by ``event_id`` (the larger wins),
         so the result does not depend on arrival order.
         """
-        if (event.source, event.ticket_id) != (self.source, self.ticket_id):
+        if event.ticket_id != self.ticket_id or event.source != self.source:
             raise ValueError(f"event of {event.ticket_id!r} applied to the state of {self.ticket_id!r}")
-        step = _step(event)
-        if step.version > self.steps[-1].version:  # the usual case: the next event of its lifecycle
-            steps: list[Step] | tuple[Step, ...] = (*self.steps, step)
+        step = Step.of(event)
+        if step.version > self.steps[-1].version:
+            # the usual case: the next event of its lifecycle, so also the newest (the last step's
+            # version is the newest event's)
+            return IncidentState(self.source, self.ticket_id, (*self.steps, step), event)
+        steps = list(self.steps)
+        for i, s in enumerate(steps):
+            if s.version == step.version:
+                if step.event_id <= s.event_id:
+                    return self
+                steps[i] = step
+                break
         else:
-            steps = list(self.steps)
-            for i, s in enumerate(steps):
-                if s.version == step.version:
-                    if step.event_id <= s.event_id:
-                        return self
-                    steps[i] = step
-                    break
-            else:
-                steps.append(step)
-                steps.sort(key=lambda s: s.version)
+            steps.append(step)
+            steps.sort(key=lambda s: s.version)
         newest = self.latest
         if (event.version, event.event_id) > (newest.version, newest.event_id):
             newest = event
@@ -144,16 +159,12 @@ class IncidentState:
 
     @property
     def first_response_at(self) -> datetime | None:
-        for s in self.steps:
-            if s.responded:
-                return max(s.event_time, self.opened_at)
-        return None
+        return self.lifecycle().first_response_at
 
     @property
     def reopens(self) -> int:
         """Reopens: the source's counter, or the reopen transitions seen, whichever is larger."""
-        seen = sum(1 for a, b in zip(self.steps, self.steps[1:], strict=False) if a.restored and not b.restored)
-        return max(self.latest.reopen_count or 0, seen)
+        return self.lifecycle().reopens
 
     def intervals(self) -> list[tuple[datetime, datetime]]:
         """The periods the incident was open: ``[(start, end)]``; an open one ends at :attr:`as_of`.
@@ -162,26 +173,42 @@ class IncidentState:
         source's ``resolved_at`` when that is consistent (the ServiceNow log's event times lag the
         recorded resolution). A reopen starts one at ``reopened_at`` when given, else its event time.
         """
-        out: list[tuple[datetime, datetime]] = []
-        start: datetime | None = self.opened_at
-        for s in self.steps:
-            if start is not None and s.restored:
-                out.append((start, max(start, s.event_time)))
-                start = None
-            elif start is None and not s.restored:
-                begin = s.reopened_at if s.reopened_at and s.reopened_at >= out[-1][1] else s.event_time
-                start = max(begin, out[-1][1])
-        if start is not None:
-            out.append((start, max(start, self.as_of)))
-        elif out and self.latest.resolved_at and self.latest.resolved_at >= out[-1][0]:
-            out[-1] = (out[-1][0], self.latest.resolved_at)
-        return out
+        return self.lifecycle().intervals
 
     @property
     def resolved_at(self) -> datetime | None:
         """End of the last open period, ``None`` while the incident is open."""
-        return None if self.is_open else self.intervals()[-1][1]
+        return self.lifecycle().resolved_at
 
-
-def _step(ev: TicketEvent) -> Step:
-    return Step(ev.version, ev.event_id, ev.event_time, str(ev.kind), ev.state, ev.reopened_at)
+    def lifecycle(self) -> Lifecycle:
+        """Opening, first response, open periods, reopens and resolution, in one pass over the
+        steps (see the properties of the same names)."""
+        steps, latest = self.steps, self.latest
+        as_of = max(s.event_time for s in steps)
+        opened = latest.opened_at or min(s.event_time for s in steps)
+        first_response: datetime | None = None
+        reopens = 0
+        out: list[tuple[datetime, datetime]] = []
+        start: datetime | None = opened
+        was_restored = False
+        for s in steps:
+            restored = s.restored
+            if first_response is None and s.responded:
+                first_response = max(s.event_time, opened)
+            if was_restored and not restored:
+                reopens += 1
+            was_restored = restored
+            if start is not None and restored:
+                out.append((start, max(start, s.event_time)))
+                start = None
+            elif start is None and not restored:
+                begin = s.reopened_at if s.reopened_at and s.reopened_at >= out[-1][1] else s.event_time
+                start = max(begin, out[-1][1])
+        if start is not None:
+            out.append((start, max(start, as_of)))
+        elif out and latest.resolved_at and latest.resolved_at >= out[-1][0]:
+            out[-1] = (out[-1][0], latest.resolved_at)
+        is_open = not steps[-1].restored
+        return Lifecycle(opened_at=opened, as_of=as_of, first_response_at=first_response, intervals=out,
+                         reopens=max(latest.reopen_count or 0, reopens), is_open=is_open,
+                         resolved_at=None if is_open else out[-1][1])
