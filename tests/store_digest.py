@@ -58,8 +58,8 @@ def digest(folder: str, database: str) -> dict[str, Any]:
     objects = store.query("SELECT name, engine FROM system.tables WHERE database = {d:String} ORDER BY name",
                           {"d": database})
     for name, engine in objects:
-        if name in INTERNAL:
-            continue
+        if name in INTERNAL or engine == "MaterializedView":
+            continue  # a materialized view's rows are its target table's, digested as that table
         columns = [c for (c,) in store.query(
             "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position",
             {"d": database, "t": name}) if c not in VOLATILE.get(name, set())]
