@@ -154,6 +154,11 @@ class StreamHandlers:
     async def _flush(self, pending: _Pending) -> None:
         timed = self.writer.metrics.stage_seconds.labels
         dead = pending.dead_letters
+        if pending.deliveries:
+            # the problem records and anomalies these batches published must be in Kafka before
+            # their events are stored, checkpointed past and acked
+            with timed("publish").time():
+                await asyncio.gather(*pending.deliveries)
         with timed("write").time():
             for kind, (events, messages) in pending.by_kind.items():
                 # a record the store refuses has been seen by the detectors (they learn before the
@@ -205,22 +210,23 @@ class StreamHandlers:
 
     async def publish(self, records: Sequence[ProblemRecord]) -> None:
         """Problem records to the compacted problems topic now (what problem managers' tools and the
-        ITSM pushes read); to ClickHouse (latest version wins) with the next flush."""
+        ITSM pushes read); to ClickHouse (latest version wins) with the next flush, which also waits
+        for Kafka to confirm them before it stores and acks anything (detection goes on meanwhile)."""
         if not records:
             return
         topic = self.settings.topic("problems")
-        pending = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
-        await asyncio.gather(*pending)
+        sent = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
+        self._pending.deliveries.extend(sent)
         self._pending.problems.extend(records)
 
     async def publish_anomalies(self, rows: Sequence[Any]) -> None:
-        """Anomaly rows to the anomalies topic now; to ClickHouse (deterministic ids: replays fold)
-        with the next flush."""
+        """Anomaly rows to the anomalies topic now (confirmed by the next flush, as :meth:`publish`);
+        to ClickHouse (deterministic ids: replays fold) with the next flush."""
         if not rows:
             return
         topic = self.settings.topic("anomalies")
-        pending = [await self.send(topic, r.service.encode(), msgspec.json.encode(r), None) for r in rows]
-        await asyncio.gather(*pending)
+        sent = [await self.send(topic, r.service.encode(), msgspec.json.encode(r), None) for r in rows]
+        self._pending.deliveries.extend(sent)
         self._pending.anomalies.extend(rows)
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
@@ -244,8 +250,9 @@ class FlushFailed(RuntimeError):
 
 class _Pending:
     """What was learned and published since the last flush and is still to be stored: the events
-    by kind, their ticket events (for the impact model), problem records, anomaly rows, dead
-    letters, how to ack each batch, and (once the flush takes it) the detectors' checkpoints."""
+    by kind, their ticket events (for the impact model), problem records, anomaly rows (and their
+    Kafka deliveries), dead letters, how to ack each batch, and (once the flush takes it) the
+    detectors' checkpoints."""
 
     def __init__(self) -> None:
         self.by_kind: dict[EventKind[Any], tuple[list[Any], list[RawMessage]]] = {}
@@ -253,6 +260,8 @@ class _Pending:
         self.problems: list[ProblemRecord] = []
         self.anomalies: list[Any] = []
         self.dead_letters: list[DeadLetter] = []
+        #: Kafka deliveries of the problem records and anomalies published (awaited by the flush)
+        self.deliveries: list[Awaitable[Any]] = []
         self.acks: list[Callable[[], Awaitable[None]]] = []
         self.checkpoints: list[Checkpoint] = []
         self.events = 0

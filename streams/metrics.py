@@ -44,9 +44,9 @@ class WorkerMetrics:
         )
         self.stage_seconds = Histogram(
             "opsintel_stage_duration_seconds",
-            "Time one batch spends in each stage of the worker: write (decode + raw events to ClickHouse), "
-            "impact, detect (learn + publish problems and anomalies), checkpoint (detector state), "
-            "dead_letter.",
+            "Time one batch spends in each stage of the worker: decode, detect (learn + send problems and "
+            "anomalies to Kafka); per flush: publish (waiting for Kafka to confirm them), write (raw "
+            "events to ClickHouse), impact, problems, checkpoint (detector state), dead_letter.",
             ["stage"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,

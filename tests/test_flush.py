@@ -9,11 +9,14 @@ exactly the batches whose rows are stored.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from detectors import RecurringIncidentDetector
+from detectors._seasonal import AnomalyVerdict
+from detectors._trend_series import anomaly_row
 from opsintel.settings import Settings
 from sinks.clickhouse import ClickHouseStore
 from streams.detection import PartitionedDetector
@@ -24,16 +27,30 @@ from tests.test_stream_stages import first_events, messages
 
 
 class Sent:
-    """A Kafka producer stand-in: records what was sent, delivered at once."""
+    """A Kafka producer stand-in: records what was sent, delivered at once (or, with ``hold``, when
+    :meth:`deliver` says so)."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes]] = []
+        self.hold = False
+        self.waiting: list[asyncio.Future[None]] = []
 
     async def __call__(self, topic: str, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
         self.records.append((topic, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        if self.hold:
+            self.waiting.append(done)
+        else:
+            done.set_result(None)
         return done
+
+    def deliver(self, error: Exception | None = None) -> None:
+        for done in self.waiting:
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+        self.waiting.clear()
 
 
 def make(store: ClickHouseStore, **settings: Any) -> tuple[StreamHandlers, Sent, PartitionedDetector]:
@@ -47,6 +64,11 @@ def make(store: ClickHouseStore, **settings: Any) -> tuple[StreamHandlers, Sent,
 
 def counts(store: ClickHouseStore) -> dict[str, int]:
     return store.table_counts(["ticket_events", "problems", "detector_state"])
+
+
+def an_anomaly() -> Any:
+    verdict = AnomalyVerdict(9.0, 2.0, (0.0, 4.0), 4.5, True, "spike")
+    return anomaly_row("Payments", "tickets_opened", datetime(2016, 3, 1, tzinfo=UTC), verdict, "spike", "seasonal")
 
 
 def stored_position(store: ClickHouseStore) -> int | None:
@@ -147,5 +169,42 @@ def test_after_a_failed_flush_nothing_is_checkpointed_past_it(chdb_store: ClickH
         with pytest.raises(FlushFailed):
             await handlers.events(TICKETS, messages(events[1000:], 1000), ack)
         assert acked == [] and stored_position(chdb_store) is None
+
+    asyncio.run(run())
+
+
+def test_detection_does_not_wait_for_the_broker_the_flush_does(chdb_store: ClickHouseStore) -> None:
+    """What a batch published (problem records, anomalies) must be in Kafka before the flush stores
+    and acks the batch; the next batches are detected meanwhile. A delivery that fails fails the
+    flush: nothing stored, nothing acked, no later flush (a restart replays and re-publishes)."""
+    events = first_events(1000)
+    acked: list[int] = []
+
+    async def run() -> None:
+        handlers, sent, stage = make(chdb_store, batch_size=100_000, flush_seconds=3600)
+        sent.hold = True
+
+        async def ack(i: int) -> None:
+            acked.append(i)
+
+        await handlers.events(TICKETS, messages(events[:500], 0), lambda: ack(0))
+        await handlers.publish_anomalies([an_anomaly()])  # returns before the broker confirms
+        flushing = asyncio.ensure_future(handlers.flush())
+        await asyncio.sleep(0.2)
+        assert not flushing.done() and acked == [] and counts(chdb_store)["ticket_events"] == 0
+        await handlers.events(TICKETS, messages(events[500:], 500), lambda: ack(1))  # detected meanwhile
+        assert stage._partitions[0].positions == {"t.tickets": 1000}
+        sent.deliver()
+        await flushing
+        assert acked == [0] and counts(chdb_store)["ticket_events"] == 500
+        assert chdb_store.table_counts(["anomalies"]) == {"anomalies": 1}
+
+        await handlers.publish_anomalies([an_anomaly()])
+        sent.deliver(RuntimeError("broker gone"))
+        with pytest.raises(RuntimeError, match="broker gone"):
+            await handlers.flush()
+        with pytest.raises(FlushFailed):
+            await handlers.flush()
+        assert acked == [0] and counts(chdb_store)["ticket_events"] == 500
 
     asyncio.run(run())
