@@ -23,7 +23,7 @@ TTR_N = 7
 SLOTS = 8
 
 
-class AnomalyRow(msgspec.Struct, frozen=True):
+class AnomalyRow(msgspec.Struct, frozen=True, gc=False):  # scalars only: never in a cycle
     """One row of the ClickHouse ``anomalies`` table (fields are exactly ``ANOMALY_COLUMNS``).
 
     ``event_id`` is a hash of service, metric, interval, detector and kind, so a replay writes

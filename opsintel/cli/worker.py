@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
+
+#: new container objects between young collections (CPython's default is 700): see :func:`tune_gc`
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +28,25 @@ def run(args: argparse.Namespace) -> int:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = Worker(app, loglevel=args.loglevel or settings.log_level, quiet=True)
+    tune_gc()
     try:
         worker.execute_from_commandline()
     finally:
         app.opsintel.writer.close()  # type: ignore[attr-defined]
     return 0
+
+
+def tune_gc() -> None:
+    """Garbage collection for a long-running stream worker.
+
+    CPython's defaults (a young collection every 700 new container objects, a full one every
+    100 young ones, subject to the 25 % growth rule) are made for short scripts: in a replay of
+    the ServiceNow log the worker spent ~2.9 s of 12.5 s collecting (15 full collections of
+    ~140 ms). Everything alive once the app is built - modules, classes, the app - lives for the
+    whole run, so it is frozen out of every scan, and young collections run every 20,000
+    allocations: what the worker allocates per batch mostly dies within it. Full collections stay
+    bounded by the 25 % rule, so cyclic garbage is still reclaimed.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)

@@ -17,7 +17,7 @@ SELF_SERVICE_CHANNELS = frozenset({"self service", "self-service", "selfservice"
                                    "virtual agent", "catalog"})
 
 
-class ImpactRow(msgspec.Struct, kw_only=True):
+class ImpactRow(msgspec.Struct, kw_only=True, gc=False):  # scalars only: never in a cycle
     """One incident's impact, as written to ClickHouse ``incident_impact`` (latest version wins).
 
     Durations are minutes; money is in the catalogue's ``currency``; ``*_bh_*`` values count
