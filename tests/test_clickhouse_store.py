@@ -9,11 +9,10 @@ import pytest
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
 from opsintel.problems import ProblemRecord
-from sinks.clickhouse import TABLES, TABLES_BY_NAME, ClickHouseStore, create_statements
+from sinks.clickhouse import TABLES, ClickHouseStore, create_statements
 from sinks.clickhouse.queries import summary
 from sinks.clickhouse.schema import INCIDENT_COLUMNS
 from sinks.deadletter import DeadLetter
-from sinks.exceptions import SinkRejected
 
 T0 = datetime(2016, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -159,14 +158,3 @@ def test_incidents_split_out_of_a_problem_are_marked_unlinked(chdb_store: ClickH
     chdb_store.insert_problems([split])
     rows = chdb_store.query("SELECT ticket_id, linked, version FROM {db}.problem_incidents FINAL ORDER BY ticket_id")
     assert [tuple(r) for r in rows] == [("INC1", True, 2), ("INC2", False, 2), ("INC3", True, 2)]
-
-
-def test_a_value_clickhouse_cannot_parse_is_refused_not_retried(chdb_store: ClickHouseStore) -> None:
-    """JSON lines the server cannot read are a poison batch (SinkRejected: the writer isolates the
-    record and dead-letters it), not an outage to retry for ever."""
-    table = TABLES_BY_NAME["incident_impact"]
-    for line in (b'{"source":"s","ticket_id":"t","version":-1}', b'{"source":"s","ticket_id":"t","as_of":"noon"}',
-                 b'{"source":"s",'):
-        with pytest.raises(SinkRejected, match="refused the data"):
-            chdb_store._insert_json(table, line)
-    assert chdb_store.table_counts(["incident_impact"]) == {"incident_impact": 0}

@@ -47,9 +47,6 @@ def problem_row(rec: ProblemRecord) -> dict[str, Any]:
 #: rows whose attributes :func:`_columns` reads together (a few hundred rows stay in the CPU cache)
 _TILE = 256
 
-#: rows as JSON (``ClickHouseStore._insert_json``)
-_JSON = msgspec.json.Encoder()
-
 
 def _columns(rows: Sequence[Any], names: Sequence[str]) -> list[list[Any]]:
     """Rows (all mappings, or all objects with those attributes) as one list per column: the
@@ -78,9 +75,6 @@ class AnalyticsWrites:
     def _insert(self, table: Table, columns: list[list[Any]]) -> None:  # provided by ClickHouseStore
         raise NotImplementedError
 
-    def _insert_json(self, table: Table, lines: bytes) -> None:  # provided by ClickHouseStore
-        raise NotImplementedError
-
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -95,12 +89,8 @@ class AnalyticsWrites:
         return len(rows)
 
     def insert_incident_impact(self, rows: Sequence[Any]) -> int:
-        """Write :class:`opsintel.impact.ImpactRow` s (the newest ``version`` of an incident wins);
-        as JSON lines, like the raw events (one row per ticket per batch)."""
-        if not rows:
-            return 0
-        self._insert_json(TABLES_BY_NAME["incident_impact"], _JSON.encode_lines(rows))
-        return len(rows)
+        """Write :class:`opsintel.impact.ImpactRow` s (the newest ``version`` of an incident wins)."""
+        return self._insert_rows("incident_impact", rows)
 
     def insert_problems(self, records: Sequence[ProblemRecord], *, source: str = "") -> int:
         """Write problem records and their incident links (``source`` names the incidents' source

@@ -11,7 +11,6 @@ executor thread, and other processes read through the worker's HTTP API while it
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from math import floor
 from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
-from sinks.clickhouse.analytics_store import _JSON, AnalyticsWrites, _columns
+from sinks.clickhouse.analytics_store import AnalyticsWrites, _columns
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
 from sinks.deadletter import DeadLetter
 from sinks.exceptions import SchemaError, SinkError, SinkRejected, SinkUnavailable
@@ -32,24 +31,6 @@ log = logging.getLogger(__name__)
 #: FINAL and the background merges fold them all the same, as they already do across batches
 #: (a replayed batch), so the pass only costs time: 30-40 % of chDB's share of an insert.
 _INSERT_SETTINGS = {"optimize_on_insert": 0}
-
-#: ``_insert_json``: RFC 3339 times (``Z`` or an offset, any fraction: a ``DateTime64(3)`` keeps the
-#: milliseconds), the events' own extra keys (``type``, ``schema_version``) skipped, floats parsed
-#: exactly (the fast parser may miss the last bit)
-_JSON_INSERT_SETTINGS = {
-    **_INSERT_SETTINGS,
-    "date_time_input_format": "best_effort",
-    "input_format_skip_unknown_fields": 1,
-    "precise_float_parsing": 1,
-}
-
-#: ClickHouse error codes that mean "this data cannot go into these columns" (a poison record,
-#: isolated by the writer), not "try again later": CANNOT_PARSE_TEXT, CANNOT_PARSE_QUOTED_STRING,
-#: CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_READ_ALL_DATA, CANNOT_PARSE_DATE,
-#: CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
-#: CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
-#: CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN, CANNOT_PARSE_BOOL
-_DATA_ERROR_CODES = frozenset({6, 26, 27, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 467})
 
 
 class StoreLocked(SinkUnavailable):
@@ -171,34 +152,10 @@ class ClickHouseStore(AnalyticsWrites):
                        offsets: Sequence[int]) -> None:
         if not events:
             return
-        encode = _JSON.encode
-        # each event's JSON object with its Kafka partition and offset first (`{"type":...}` -> `{"kafka_partition":…,`)
-        lines = [b'{"kafka_partition":%d,"kafka_offset":%d,' % (p, o) + encode(ev)[1:]
-                 for ev, p, o in zip(events, partitions, offsets, strict=True)]
-        self._insert_json(table, b"\n".join(lines))
-
-    def _insert_json(self, table: Table, lines: bytes) -> None:
-        """Send rows as JSON lines (``JSONEachRow``), one object per row with the column names as keys.
-
-        Used for the tables with a row per event (raw events, impact rows): msgspec encodes a
-        struct in one C call and ClickHouse parses the JSON in C++, outside the GIL, where the
-        Native format costs Python work per value - work that, in the worker, the detectors'
-        thread waited for. A field left out (msgspec omits an event's empty defaults) takes the
-        column's default, the same ``""`` / ``NULL`` (``tests/test_clickhouse_insert_values.py``
-        compares every column with the Native path)."""
-        try:
-            with self._lock:
-                self.client().raw_insert(
-                    f"{quote_identifier(self.database)}.{quote_identifier(table.name)}",
-                    table.column_names,
-                    lines,
-                    settings=_JSON_INSERT_SETTINGS,
-                    fmt="JSONEachRow",
-                )
-        except SinkError:
-            raise
-        except Exception as e:
-            raise _classify(e, self._password) from e
+        columns = _columns(events, table.column_names[:-2])  # then the Kafka partition and offset
+        columns.append(list(partitions))
+        columns.append(list(offsets))
+        self._insert(table, columns)
 
     def _insert(self, table: Table, columns: list[list[Any]]) -> None:
         """Send one batch, one list per column of ``table`` in its order.
@@ -305,7 +262,4 @@ def _classify(e: Exception, secret: str) -> SinkError:
         return SchemaError(f"ClickHouse schema missing (run `opsintel migrate`): {text[:500]}")
     if isinstance(e, ch.DataError | ValueError | TypeError | OverflowError | UnicodeError | KeyError):
         return SinkRejected(f"ClickHouse refused the data: {type(e).__name__}: {text[:500]}")
-    code = re.search(r"\bCode: (\d+)\.", text)
-    if code and int(code.group(1)) in _DATA_ERROR_CODES:  # the server (or chDB) could not parse a value
-        return SinkRejected(f"ClickHouse refused the data: {text[:500]}")
     return SinkUnavailable(f"ClickHouse write/read failed: {text[:500]}", retry_after=1.0)
