@@ -171,3 +171,38 @@ def test_rows_repeated_within_a_batch_read_back_as_before(stores: tuple[ClickHou
     states = dict(new.query("SELECT ticket_id, state FROM {db}.incident_impact FINAL"))
     assert states[newer.ticket_id] == "Newer"
     assert states[tie.ticket_id] == "Later, same version"  # a tie: the last row written wins, as before
+
+
+HARD_STRINGS = ['quote " and \\ backslash', "tab\tnew\nline\r\x00nul\x1f", "\u2028\u2029 separators",
+                "{\"json\": [1, 2]}", "x" * 100_000, "emoji 🚨 and 𝔘𝔫𝔦", "'single' `back`"]
+HARD_FLOATS = [0.1 + 0.2, 1e-300, 5e-324, 1.7976931348623157e308, 0.0, 2.0 / 3.0, 123456789.12345679,
+               9007199254740993.0, 4.35e-5, 9999999.999999998]
+HOURS = [f for f in HARD_FLOATS if f < 1e7]  # what an event's handle_time_hours may hold
+
+
+def test_hard_strings_numbers_and_maps_are_stored_as_before(stores: tuple[ClickHouseStore, ClickHouseStore]) -> None:
+    """Escapes, control characters, long strings, floats to the last bit, the largest version,
+    label maps with odd keys: as the client's own conversion stores them."""
+    new, old = stores
+    events = [ticket(f"INC{i}", i, description=s, caller=s, service=s[:40], handle_time_hours=f,
+                     reassignment_count=2**32 - 1, knowledge_article=s[::-1])
+              for i, (s, f) in enumerate(zip(HARD_STRINGS * 2, HOURS, strict=False))]
+    events.append(TicketEvent(event_id="test:INC-MAX", source="test", ticket_id="INC-MAX", kind="updated",
+                              version=2**64 - 1, event_time=T0))
+    impact = ImpactModel(Catalog.empty()).rows_for(events)
+    impact = [msgspec.structs.replace(r, users_affected=f, productivity_loss=-f, interruption_min=f / 3,
+                                      customer_impact=-0.0)
+              for r, f in zip(impact, HARD_FLOATS * 2, strict=False)]
+    alerts = [MonitoringEvent(event_id=f"am:{i}", source="alertmanager", event_time=T0, status="firing",
+                              fingerprint=f"f{i}", name=s[:50], starts_at=T0, summary=s,
+                              labels={s[:30]: s[:30], "": "", "job": "x\ny"}, annotations={})
+              for i, s in enumerate(HARD_STRINGS)]
+    for store in (new, old):
+        store.insert_ticket_events(events, [1] * len(events), range(len(events)))
+        store.insert_incident_impact(impact)
+        store.insert_monitoring_events(alerts, [65535] * len(alerts), [2**63 + i for i in range(len(alerts))])
+    assert new.table_counts(["ticket_events", "monitoring_events"]) == {"ticket_events": len(events),
+                                                                        "monitoring_events": len(alerts)}
+    assert_same_tables(new, old)
+    stored = dict(new.query("SELECT ticket_id, handle_time_hours FROM {db}.ticket_events FINAL"))
+    assert [stored[f"INC{i}"] for i in range(len(HOURS))] == HOURS  # to the last bit

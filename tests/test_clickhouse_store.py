@@ -12,7 +12,9 @@ from opsintel.problems import ProblemRecord
 from sinks.clickhouse import TABLES, ClickHouseStore, create_statements
 from sinks.clickhouse.queries import summary
 from sinks.clickhouse.schema import INCIDENT_COLUMNS
+from sinks.clickhouse.store import _classify
 from sinks.deadletter import DeadLetter
+from sinks.exceptions import SinkRejected, SinkUnavailable
 
 T0 = datetime(2016, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -158,3 +160,15 @@ def test_incidents_split_out_of_a_problem_are_marked_unlinked(chdb_store: ClickH
     chdb_store.insert_problems([split])
     rows = chdb_store.query("SELECT ticket_id, linked, version FROM {db}.problem_incidents FINAL ORDER BY ticket_id")
     assert [tuple(r) for r in rows] == [("INC1", True, 2), ("INC2", False, 2), ("INC3", True, 2)]
+
+
+def test_a_value_clickhouse_cannot_read_is_refused_not_retried(chdb_store: ClickHouseStore) -> None:
+    """A value the server cannot read is a poison batch (SinkRejected: the writer isolates the
+    record and dead-letters it), not an outage to retry for ever."""
+    for column, value in (("version", "'many'"), ("as_of", "'noon'")):
+        with pytest.raises(SinkRejected, match="refused the data"):
+            chdb_store._command(f"INSERT INTO {{db}}.incident_impact (source, ticket_id, {column}) "
+                                f"VALUES ('s', 't', {value})")
+    assert chdb_store.table_counts(["incident_impact"]) == {"incident_impact": 0}
+    assert isinstance(_classify(RuntimeError("Code: 210. DB::NetException: Connection refused"), ""),
+                      SinkUnavailable)  # anything else is still worth retrying

@@ -11,6 +11,7 @@ executor thread, and other processes read through the worker's HTTP API while it
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 #: FINAL and the background merges fold them all the same, as they already do across batches
 #: (a replayed batch), so the pass only costs time: 30-40 % of chDB's share of an insert.
 _INSERT_SETTINGS = {"optimize_on_insert": 0}
+
+#: ClickHouse error codes that mean "this data cannot go into these columns" (a poison record,
+#: isolated by the writer), not "try again later": CANNOT_PARSE_TEXT, CANNOT_PARSE_QUOTED_STRING,
+#: CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_READ_ALL_DATA, CANNOT_PARSE_DATE,
+#: CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
+#: CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+#: CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN, CANNOT_PARSE_BOOL
+_DATA_ERROR_CODES = frozenset({6, 26, 27, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 467})
 
 
 class StoreLocked(SinkUnavailable):
@@ -262,4 +271,7 @@ def _classify(e: Exception, secret: str) -> SinkError:
         return SchemaError(f"ClickHouse schema missing (run `opsintel migrate`): {text[:500]}")
     if isinstance(e, ch.DataError | ValueError | TypeError | OverflowError | UnicodeError | KeyError):
         return SinkRejected(f"ClickHouse refused the data: {type(e).__name__}: {text[:500]}")
+    code = re.search(r"\bCode: (\d+)\.", text)
+    if code and int(code.group(1)) in _DATA_ERROR_CODES:  # the server (or chDB) could not read a value
+        return SinkRejected(f"ClickHouse refused the data: {text[:500]}")
     return SinkUnavailable(f"ClickHouse write/read failed: {text[:500]}", retry_after=1.0)
