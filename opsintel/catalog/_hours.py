@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -114,10 +113,6 @@ class BusinessHours:
             windows.clear()
         windows[day] = window
         return window
-
-    def minutes_in(self, intervals: Iterable[tuple[datetime, datetime]]) -> float:
-        """Working minutes summed over several (non-overlapping) intervals."""
-        return sum(self.minutes_between(a, b) for a, b in intervals)
 
 
 ALWAYS = BusinessHours(always=True)

@@ -151,7 +151,7 @@ def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
 
     share = catalog.impact_share(ev)
     wall = sum(_minutes(a, b) for a, b in intervals)
-    interruption_bh = sum(business(a, b) for a, b in intervals)  # as BusinessHours.minutes_in
+    interruption_bh = sum(business(a, b) for a, b in intervals)  # the open periods' working minutes
     users = max(svc.users * share, 1.0) if svc.users else 0.0  # an incident hurts at least its caller
     return ImpactRow(
         source=state.source, ticket_id=state.ticket_id, version=state.version,

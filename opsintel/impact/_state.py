@@ -184,8 +184,7 @@ class IncidentState(msgspec.Struct, frozen=True):
         """Opening, first response, open periods, reopens and resolution, in one pass over the
         steps (see the properties of the same names)."""
         steps, latest = self.steps, self.latest
-        as_of = max(s.event_time for s in steps)
-        opened = latest.opened_at or min(s.event_time for s in steps)
+        as_of, opened, is_open = self.as_of, self.opened_at, self.is_open
         first_response: datetime | None = None
         reopens = 0
         out: list[tuple[datetime, datetime]] = []
@@ -208,7 +207,6 @@ class IncidentState(msgspec.Struct, frozen=True):
             out.append((start, max(start, as_of)))
         elif out and latest.resolved_at and latest.resolved_at >= out[-1][0]:
             out[-1] = (out[-1][0], latest.resolved_at)
-        is_open = not steps[-1].restored
         return Lifecycle(opened_at=opened, as_of=as_of, first_response_at=first_response, intervals=out,
                          reopens=max(latest.reopen_count or 0, reopens), is_open=is_open,
                          resolved_at=None if is_open else out[-1][1])
