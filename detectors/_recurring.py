@@ -171,16 +171,22 @@ class RecurringIncidentDetector(FeedbackMixin):
 
     # ------------------------------------------------------------------ learning
     def learn_one(self, event: Event) -> None:
-        """Learn from one event (ticket, change or alert); events should arrive in time order."""
-        t = event.event_time.timestamp()
-        if t > self._now:
-            if self._rates.start < 0:
-                self._rates.begin(t)
-                self._next_live = t + self._window
-            self._now = t
-            if t >= self._next_sweep:
-                self._sweep()
+        """Learn from one event (ticket, change or alert); events should arrive in time order.
+
+        Only tickets move the detector's clock. Changes and alerts are context, indexed at their
+        own times: one far ahead of the tickets (today's alert beside a replayed ticket history,
+        or an alert that reaches a partition before its first ticket) would otherwise expire
+        every incident in the window and mark all later tickets stale.
+        """
         if type(event) is TicketEvent or isinstance(event, TicketEvent):
+            t = event.event_time.timestamp()
+            if t > self._now:
+                if self._rates.start < 0:
+                    self._rates.begin(t)
+                    self._next_live = t + self._window
+                self._now = t
+                if t >= self._next_sweep:
+                    self._sweep()
             self._learn_ticket(event)
         elif isinstance(event, ChangeEvent):
             self._changes.add(change_item(event))

@@ -176,9 +176,11 @@ class PartitionedDetector:
             entry.changes += 1
             if isinstance(event, TicketEvent):
                 entry.ticket_clock = max(entry.ticket_clock, float(int(event.event_time.timestamp())))
-            elif entry.ticket_clock and event.event_time.timestamp() > entry.ticket_clock + MAX_CONTEXT_LEAD_S:
+            elif not entry.ticket_clock or event.event_time.timestamp() > entry.ticket_clock + MAX_CONTEXT_LEAD_S:
                 # an alert or change far ahead of the tickets' clock (e.g. a replayed ticket history next
-                # to live alerts) would move the detectors' clocks and expire everything: it stays in
+                # to live alerts), or one before the partition's first ticket (how far ahead is unknown;
+                # it reaches the detectors before the tickets only when the ticket agent lags), would
+                # move the trend monitor's clock and drop every ticket as late: it stays in
                 # ClickHouse, the detectors skip it
                 self.skipped += 1
                 continue

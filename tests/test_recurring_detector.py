@@ -357,3 +357,27 @@ def test_a_signature_missing_a_field_groups_across_sites_and_teams() -> None:
     [rec] = replay(det, events).values()
     assert rec.incident_count == 4
     assert det.active_groups == 1
+
+
+def test_context_far_ahead_of_the_tickets_changes_nothing(demo_events: list) -> None:
+    """Only tickets move the detector's clock: today's alert or change arriving before a replayed
+    ticket history (in the worker: on a partition that has seen no ticket yet) once expired every
+    incident and marked all later tickets stale, raising nothing (found under load in the demo)."""
+    future = datetime(2021, 12, 7, 14, 26, tzinfo=UTC)
+    service = demo_events[0].service
+    ahead = [MonitoringEvent(event_id="am:f:firing", source="alertmanager", event_time=future, status="firing",
+                             fingerprint="f", name="InstanceDown", starts_at=future, service=service),
+             ChangeEvent(event_id="c:C9:CI9", source="test", event_time=future, change_id="C9", ci="CI9",
+                         service=service)]
+
+    def raised(events: list) -> tuple[set[str], int]:
+        det = RecurringIncidentDetector(warmup_hours=0)  # the slice is too short for the warm-up
+        ids: set[str] = set()
+        for ev in events:
+            det.learn_one(ev)
+            ids |= {r.problem_id for r in det.pop_updates()}
+        return ids, det.stale_events
+
+    alone = raised(demo_events)
+    assert alone[0]
+    assert raised([*ahead, *demo_events]) == alone
