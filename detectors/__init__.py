@@ -14,7 +14,8 @@ same code on the same events.
   :class:`SustainedAnomalyTracker` turns sustained anomalies into :class:`ProblemCandidate` s.
   :class:`RecordBreakDetector` (the default trend detector) scores how far a value breaks the
   series' records, in value, in residual against that baseline and for its block of the day
-  (best NAB score here).
+  (best NAB score here). Both run their per-point loops compiled (numba; the pure-Python loops
+  stay as the reference); :func:`compile_trend_kernels` compiles them ahead of their first use.
   The baselines they are benchmarked against (``opsintel eval nab``) share their API.
 * :class:`TrendMonitor` is the stream stage around them: event-time interval buckets per service
   and metric (ticket volume, resolution time, SLA breaches, bounces, reopens, alerts), a detector
@@ -28,7 +29,7 @@ from ._baselines import (
     WindowedGaussianDetector,
 )
 from ._raise_rule import RaiseRule, ServiceBaseline
-from ._record_break import RecordBreakDetector
+from ._record_break import RecordBreakDetector, compile_trend_kernels
 from ._recurring import RecurringIncidentDetector
 from ._seasonal import AnomalyVerdict, SeasonalAnomalyDetector, posix_seconds
 from ._signals import BypassRule, BypassSignal, ProblemCandidate, SustainedAnomalyTracker
@@ -54,6 +55,7 @@ __all__ = [
     "SustainedAnomalyTracker",
     "TrendMonitor",
     "WindowedGaussianDetector",
+    "compile_trend_kernels",
     "normalise_text",
     "posix_seconds",
     "text_vector",

@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detectors._seasonal import AnomalyVerdict, SeasonalAnomalyDetector, _as_lists
+from detectors._seasonal import _KERNEL_MIN_POINTS, AnomalyVerdict, SeasonalAnomalyDetector, _as_arrays
+from detectors._trend_kernels import record_break_kernel
 
 #: a range this small (relative to the values' magnitude) is treated as a flat series
 _FLAT = 1e-6
 _DAY = 86_400.0
+#: the kernel keeps the blocks seen as bits of an int64
+_KERNEL_MAX_BLOCKS = 62
 
 
 class RecordBreakDetector:
@@ -124,15 +127,15 @@ class RecordBreakDetector:
 
     def learn_many(self, x: npt.ArrayLike, t: npt.ArrayLike | None = None) -> None:
         """Learn values in order; equal to calling :meth:`learn_one` on each."""
-        self._run(*_as_lists(x, t), False, True)
+        self._run_many(*_as_arrays(x, t), False, True)
 
     def score_many(self, x: npt.ArrayLike, t: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
         """Score values against the current state, learning none of them."""
-        return np.asarray(self._run(*_as_lists(x, t), True, False), dtype=np.float64)
+        return self._run_many(*_as_arrays(x, t), True, False)
 
     def score_learn_many(self, x: npt.ArrayLike, t: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
         """The streaming path in one call: score each value, then learn it (equal to the loop)."""
-        return np.asarray(self._run(*_as_lists(x, t), True, True), dtype=np.float64)
+        return self._run_many(*_as_arrays(x, t), True, True)
 
     def score_learn_floats(self, xs: list[float], ts: list[float] | None = None) -> list[float]:
         """:meth:`score_learn_many` for lists of Python ``float`` values, returning a list.
@@ -142,6 +145,11 @@ class RecordBreakDetector:
         """
         if ts is not None and len(ts) != len(xs):
             raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        if len(xs) >= _KERNEL_MIN_POINTS:
+            out = self._run_compiled(np.array(xs, dtype=np.float64), None if ts is None else
+                                     np.array(ts, dtype=np.float64), True, True)
+            if out is not None:
+                return out.tolist()
         return self._run(xs, ts, True, True)
 
     def verdict_one(self, x: float, t: float | None = None) -> AnomalyVerdict | None:
@@ -213,9 +221,44 @@ class RecordBreakDetector:
             return None
         return b
 
+    def _run_many(self, xs: npt.NDArray[np.float64], ts: npt.NDArray[np.float64] | None, score: bool,
+                  learn: bool) -> npt.NDArray[np.float64]:
+        """:meth:`_run` on arrays: compiled unless the call is short (or the kernel declines it)."""
+        if len(xs) >= _KERNEL_MIN_POINTS:
+            out = self._run_compiled(xs, ts, score, learn)
+            if out is not None:
+                return out
+        return np.asarray(self._run(xs.tolist(), None if ts is None else ts.tolist(), score, learn),
+                          dtype=np.float64)
+
+    def _run_compiled(self, xs: npt.NDArray[np.float64], ts: npt.NDArray[np.float64] | None, score: bool,
+                      learn: bool) -> npt.NDArray[np.float64] | None:
+        """:meth:`_run` compiled: the scores (empty unless ``score``), the state updated; or ``None``
+        with nothing changed where the kernel declines the call (the Python loop then runs it)."""
+        base, blo = self._baseline, self._blo
+        if len(blo) > _KERNEL_MAX_BLOCKS or not len(base._daily):
+            return None
+        t0, t_alert = self._t0, self._t_alert
+        bad, out, base_state, state = record_break_kernel(
+            xs, xs if ts is None else ts, ts is not None, score, learn, *base._kernel_state(), base._daily,
+            base._weekly, *base._kernel_params(),
+            self._n, self._n_r, self._lo, self._hi, self._lo_r, self._hi_r, t0 is not None,
+            0.0 if t0 is None else t0, t_alert is not None, 0.0 if t_alert is None else t_alert, self._bseen,
+            self._r_reset, blo, self._bhi, float(self.warmup), float(self.warmup // 2), float(self.block_weight),
+            self.block_days * _DAY, float(self.quiet_s), float(self.alert_exceedance), _FLAT)
+        if bad >= 0:
+            return None
+        base._set_kernel_state(base_state[2:])
+        (self._n, self._n_r, self._lo, self._hi, self._lo_r, self._hi_r, has_t0, t0, has_t_alert, t_alert,
+         self._bseen, self._r_reset) = state
+        self._t0 = t0 if has_t0 else None
+        self._t_alert = t_alert if has_t_alert else None
+        scores: npt.NDArray[np.float64] = out
+        return scores
+
     def _run(self, xs: Sequence[float], ts: Sequence[float] | None, score: bool, learn: bool) -> list[float]:
-        # One tight loop over Python floats (the hot path of every worker, see bench/): the
-        # spans of the records are recomputed only when a record moves.
+        # The reference loop (see SeasonalAnomalyDetector._run): one tight loop over Python floats;
+        # the spans of the records are recomputed only when a record moves.
         base_n = self._baseline._n  # the baseline's points learnt (counted on below)
         rs = self._baseline._run(xs, ts, False, learn, residuals=True)
         out: list[float] = []
@@ -305,6 +348,18 @@ class RecordBreakDetector:
         self._n, self._n_r, self._lo, self._hi, self._lo_r, self._hi_r = n, n_r, lo, hi, lo_r, hi_r
         self._bseen, self._t0, self._t_alert, self._r_reset = bseen, t0, t_alert, r_reset
         return out
+
+
+def compile_trend_kernels() -> None:
+    """Compile the detectors' loops now (or load them from numba's cache) instead of at their first use.
+
+    The compiled loops (``detectors/_trend_kernels.py``) are compiled at the first call that
+    needs them: ~3 s of CPU without a cache, ~0.3 s from it. A worker calls this before it
+    consumes, so that its first batch does not wait for the compiler.
+    """
+    t = np.arange(_KERNEL_MIN_POINTS) * 3600.0
+    RecordBreakDetector().learn_many(np.zeros(t.size), t)
+    SeasonalAnomalyDetector().learn_many(np.zeros(t.size), t)
 
 
 def _widened(lo: float, hi: float, share: float) -> tuple[float, float]:

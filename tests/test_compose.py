@@ -142,6 +142,15 @@ def test_worker_port_and_data_dir(services: dict[str, Any], chart_values: dict[s
     assert "healthcheck" not in worker, "the image's HEALTHCHECK (GET /health) applies"
 
 
+def test_numba_cache_dir_of_the_image_is_writable(services: dict[str, Any]) -> None:
+    # the root filesystem is read-only: the image's NUMBA_CACHE_DIR must be on a tmpfs or a volume
+    worker = services["worker"]
+    assert worker["read_only"] is True
+    cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", (DEPLOY / "Dockerfile").read_text()).group(1)
+    writable = [*worker.get("tmpfs", []), *mounts(worker)]
+    assert any(cache == p or cache.startswith(p.rstrip("/") + "/") for p in writable), (cache, writable)
+
+
 def test_host_ports_bind_to_loopback(services: dict[str, Any]) -> None:
     for name, service in services.items():
         for container, host in published(service).items():

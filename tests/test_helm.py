@@ -339,6 +339,19 @@ def test_security_context(scenario: tuple[str, Rendered]) -> None:
         assert "emptyDir" in volume or "persistentVolumeClaim" in volume
 
 
+def test_numba_cache_dir_of_the_image_is_writable(scenario: tuple[str, Rendered]) -> None:
+    # numba ignores a read-only cache directory (and raises at import when it finds no writable one):
+    # the image points NUMBA_CACHE_DIR at a volume the worker mounts writable
+    name, r = scenario
+    cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", (ROOT / "deploy" / "Dockerfile").read_text()).group(1)
+    mounts = {m["mountPath"]: m for m in r.worker["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(r.deployment)["volumes"]}
+    under = [p for p in mounts if cache == p or cache.startswith(p.rstrip("/") + "/")]
+    assert under, f"{name}: {cache} is on the read-only root filesystem"
+    mount = mounts[max(under, key=len)]
+    assert not mount.get("readOnly") and {"emptyDir", "persistentVolumeClaim"} & set(volumes[mount["name"]])
+
+
 def test_uid_matches_the_image(production: Rendered) -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     uid = re.findall(r"^USER (\d+)", dockerfile, flags=re.M)[-1]

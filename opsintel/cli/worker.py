@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from detectors import compile_trend_kernels
     from opsintel.settings import load_settings
     from streams.app import create_app
     from streams.ingest import ensure_topics
@@ -27,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
+    # the trend detectors' compiled loops: compiled (or loaded from numba's cache) before the
+    # consumer joins its group, not inside the first batch (~3 s of CPU without a cache)
+    compile_trend_kernels()
     worker = Worker(app, loglevel=args.loglevel or settings.log_level, quiet=True)
     tune_gc()
     try:
