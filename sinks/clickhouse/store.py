@@ -249,7 +249,19 @@ def _epoch_ms(values: list[Any]) -> list[Any]:
     first = next((v for v in values if v is not None), None)
     if type(first) is not datetime:  # pandas.Timestamp (a subclass) carries nanoseconds: the client's path
         return values
-    return [None if v is None else floor(v.timestamp()) * 1000 + v.microsecond // 1000 for v in values]
+    # a batch repeats its times (every event of a ticket carries its opened_at): each distinct
+    # instant is converted once, half the time of converting every value
+    memo: dict[datetime, int] = {}
+    out: list[Any] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        ms = memo.get(v)
+        if ms is None:
+            ms = memo[v] = floor(v.timestamp()) * 1000 + v.microsecond // 1000
+        out.append(ms)
+    return out
 
 
 def _utc(value: Any) -> Any:
