@@ -139,8 +139,11 @@ def _minutes_between_reference(hours: BusinessHours, a: datetime, b: datetime) -
 
 def test_business_minutes_are_bit_identical_to_the_day_by_day_reference() -> None:
     """Random spans (microsecond times, up to 40 days, some up to 4 years) in zones with DST at
-    midnight, half-hour DST and none, windows ending at midnight: the same float, bit for bit."""
+    midnight, half-hour DST and none, windows ending at midnight: the same float, bit for bit;
+    also when asked again (kept), and for times given in the calendar's own zone."""
+    import dataclasses
     import random
+    from zoneinfo import ZoneInfo
 
     rng = random.Random(8)
     calendars = [
@@ -153,6 +156,7 @@ def test_business_minutes_are_bit_identical_to_the_day_by_day_reference() -> Non
     ]
     t0 = datetime(2015, 12, 1, tzinfo=UTC)
     for hours in calendars:
+        fresh, local = dataclasses.replace(hours), ZoneInfo(hours.timezone)  # nothing kept yet
         for _ in range(400):
             a = t0 + timedelta(seconds=rng.uniform(0, 500 * 86_400))
             days = rng.choices([1, 40, 4 * 366], weights=[9, 9, 1])[0]  # the last: over MAX_SPAN
@@ -160,3 +164,7 @@ def test_business_minutes_are_bit_identical_to_the_day_by_day_reference() -> Non
             b = a + timedelta(seconds=span)
             got, want = hours.minutes_between(a, b), _minutes_between_reference(hours, a, b)
             assert got.hex() == want.hex(), (hours.timezone, a, b, got, want)
+            assert hours.minutes_between(a, b).hex() == want.hex()
+            a_local, b_local = a.astimezone(local), b.astimezone(local)  # not kept: may differ
+            want = _minutes_between_reference(hours, a_local, b_local)
+            assert fresh.minutes_between(a_local, b_local).hex() == want.hex()

@@ -111,11 +111,12 @@ class ImpactModel:
 
     def _fold(self, events: Iterable[TicketEvent], evict: bool = True) -> dict[tuple[str, str], None]:
         touched: dict[tuple[str, str], None] = {}
+        states, start = self._states, IncidentState.start
         for ev in events:
             key = (ev.source, ev.ticket_id)
-            prev = self._states.pop(key, None)
-            self._states[key] = IncidentState.start(ev) if prev is None else prev.apply(ev)
+            prev = states.pop(key, None)  # and back in at the end: the most recently touched
+            states[key] = start(ev) if prev is None else prev.apply(ev)
             touched[key] = None
-        while evict and len(self._states) > self.max_tickets:
-            self._states.popitem(last=False)
+        while evict and len(states) > self.max_tickets:
+            states.popitem(last=False)
         return touched

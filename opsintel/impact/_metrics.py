@@ -9,7 +9,7 @@ from datetime import datetime
 
 import msgspec
 
-from opsintel.catalog import BusinessHours, Catalog, level
+from opsintel.catalog import Catalog, level
 from opsintel.impact._state import IncidentState
 
 #: channels that count as self-service (lower-cased ``contact_type`` / channel values)
@@ -90,22 +90,6 @@ def _met(elapsed: float | None, target: float | None, running: float | None) -> 
     return None
 
 
-class _BusinessMinutes:
-    """``hours.minutes_between`` that computes each span once: a row asks for the same span up to
-    three times (opened to resolved is often also the only open period, and opened to the newest
-    event the open period of an incident not yet responded to)."""
-
-    def __init__(self, hours: BusinessHours) -> None:
-        self.hours = hours
-        self.known: dict[tuple[datetime, datetime], float] = {}
-
-    def __call__(self, a: datetime, b: datetime) -> float:
-        minutes = self.known.get((a, b))
-        if minutes is None:
-            minutes = self.known[(a, b)] = self.hours.minutes_between(a, b)
-        return minutes
-
-
 def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
     """The impact of one incident as of its newest event.
 
@@ -136,7 +120,7 @@ def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
     svc = mapping.service
     life = state.lifecycle()
     opened, responded, resolved, intervals = life.opened_at, life.first_response_at, life.resolved_at, life.intervals
-    business = _BusinessMinutes(svc.hours)
+    business = svc.hours.minutes_between  # keeps the spans it measured (rows repeat them)
 
     ttr = _minutes(opened, responded) if responded else None
     ttr_bh = business(opened, responded) if responded else None
@@ -150,8 +134,10 @@ def impact_row(state: IncidentState, catalog: Catalog) -> ImpactRow:
     resolution_met = _met(ttres_bh, res_target, None if resolved else running)
 
     share = catalog.impact_share(ev)
-    wall = sum(_minutes(a, b) for a, b in intervals)
-    interruption_bh = sum(business(a, b) for a, b in intervals)  # the open periods' working minutes
+    wall = interruption_bh = 0.0  # the open periods' wall-clock and working minutes (never no period)
+    for a, b in intervals:
+        wall += _minutes(a, b)
+        interruption_bh += business(a, b)
     users = max(svc.users * share, 1.0) if svc.users else 0.0  # an incident hurts at least its caller
     return ImpactRow(
         source=state.source, ticket_id=state.ticket_id, version=state.version,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import NamedTuple
 
 import msgspec
 
@@ -25,11 +24,32 @@ _RESPONSE_KINDS = frozenset({TicketEventKind.ASSIGNED, TicketEventKind.REASSIGNE
                              TicketEventKind.RESOLVED, TicketEventKind.CLOSED})
 
 
+#: what a (kind, state) pair means, by pair: every event asks, and a source uses a few dozen pairs
+_MEANINGS: dict[tuple[str, str], tuple[str, bool, bool]] = {}
+_MAX_MEANINGS = 4_096
+
+
+def _meaning(kind_or_enum: str, state: str) -> tuple[str, bool, bool]:
+    """``(kind, restored, responded)`` of a :class:`Step` (see its fields), kept in ``_MEANINGS``."""
+    kind = str(kind_or_enum)
+    if kind in (TicketEventKind.CREATED, TicketEventKind.REOPENED):
+        restored = False
+    elif kind in (TicketEventKind.RESOLVED, TicketEventKind.CLOSED):
+        restored = True
+    else:
+        restored = state in RESOLVED_STATES
+    responded = kind in _RESPONSE_KINDS or (kind != TicketEventKind.CREATED and state not in NEW_STATES)
+    if len(_MEANINGS) >= _MAX_MEANINGS:  # a source with unbounded state names: start over
+        _MEANINGS.clear()
+    meaning = _MEANINGS[(kind_or_enum, state)] = (kind, restored, responded)
+    return meaning
+
+
 class Step(msgspec.Struct, frozen=True, gc=False):
     """What the fold keeps of one event: its order, time, kind and state, and what they mean.
 
-    ``restored`` and ``responded`` are derived from ``kind`` and ``state`` once, when the step is
-    made (:meth:`of`): every row reads them for every step.
+    ``restored`` and ``responded`` are derived from ``kind`` and ``state`` when the step is made
+    (:meth:`of`; once per pair, kept in ``_MEANINGS``): every row reads them for every step.
     """
 
     version: int
@@ -46,18 +66,14 @@ class Step(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def of(cls, ev: TicketEvent) -> Step:
-        kind = str(ev.kind)
-        if kind in (TicketEventKind.CREATED, TicketEventKind.REOPENED):
-            restored = False
-        elif kind in (TicketEventKind.RESOLVED, TicketEventKind.CLOSED):
-            restored = True
-        else:
-            restored = ev.state in RESOLVED_STATES
-        responded = kind in _RESPONSE_KINDS or (kind != TicketEventKind.CREATED and ev.state not in NEW_STATES)
+        meaning = _MEANINGS.get((ev.kind, ev.state))
+        if meaning is None:
+            meaning = _meaning(ev.kind, ev.state)
+        kind, restored, responded = meaning
         return cls(ev.version, ev.event_id, ev.event_time, kind, ev.state, ev.reopened_at, restored, responded)
 
 
-class Lifecycle(NamedTuple):
+class Lifecycle(msgspec.Struct, frozen=True, gc=False):  # datetimes and a list of their pairs
     """Everything :class:`IncidentState` derives from its steps, computed in one pass
     (:meth:`IncidentState.lifecycle`; the properties of the same names read it)."""
 
@@ -70,7 +86,7 @@ class Lifecycle(NamedTuple):
     resolved_at: datetime | None
 
 
-class IncidentState(msgspec.Struct, frozen=True):
+class IncidentState(msgspec.Struct, frozen=True, gc=False):  # steps and an event: never in a cycle
     """One incident's events so far (as :class:`Step` s) and its newest event's attributes.
 
     Examples
@@ -184,13 +200,16 @@ class IncidentState(msgspec.Struct, frozen=True):
         """Opening, first response, open periods, reopens and resolution, in one pass over the
         steps (see the properties of the same names)."""
         steps, latest = self.steps, self.latest
-        as_of, opened, is_open = self.as_of, self.opened_at, self.is_open
+        opened = self.opened_at
+        as_of = steps[0].event_time  # max(event times), as :attr:`as_of`, found in the same pass
         first_response: datetime | None = None
         reopens = 0
         out: list[tuple[datetime, datetime]] = []
         start: datetime | None = opened
         was_restored = False
         for s in steps:
+            if s.event_time > as_of:
+                as_of = s.event_time
             restored = s.restored
             if first_response is None and s.responded:
                 first_response = max(s.event_time, opened)
@@ -203,6 +222,7 @@ class IncidentState(msgspec.Struct, frozen=True):
             elif start is None and not restored:
                 begin = s.reopened_at if s.reopened_at and s.reopened_at >= out[-1][1] else s.event_time
                 start = max(begin, out[-1][1])
+        is_open = not steps[-1].restored
         if start is not None:
             out.append((start, max(start, as_of)))
         elif out and latest.resolved_at and latest.resolved_at >= out[-1][0]:
