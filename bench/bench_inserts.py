@@ -1,8 +1,8 @@
 """ClickHouse insert rate through clickhouse-connect on embedded chDB (issue 8: >= 200,000 rows/s).
 
 Every run makes a fresh store (``ClickHouseStore("chdb://<tmp>", "bench")`` + ``migrate()``) and
-inserts, in batches of ``--batch`` rows (the worker's default batch is 10,000), through the
-store's own methods:
+inserts, in batches of ``--batch`` rows (10,000: the worker's default batch until session 5, now
+20,000; kept so that the figures compare across sessions), through the store's own methods:
 
 * ``ticket_events``: the ServiceNow log's 141,712 canonical events (time-ordered), raw table only
   (``_insert_events``, what ``insert_ticket_events`` does first);

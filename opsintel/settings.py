@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # --- worker --------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="OPSINTEL_DATA_DIR: local state (chDB, Faust tables).")
     batch_size: int = Field(
-        10000, ge=1,
+        20000, ge=1,
         description="OPSINTEL_BATCH_SIZE: most events per batch; a flush is due once this many are pending.",
     )
     batch_seconds: float = Field(

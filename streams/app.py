@@ -33,6 +33,10 @@ from streams.transport import RECORD_RUNS, RunDeliveryTransport
 
 log = logging.getLogger(__name__)
 
+#: records an input agent's queue holds ahead of it (runs of ``batch_size / partitions`` records):
+#: a few batches of work; more only costs memory on a long backlog (BENCHMARKS.md, RSS)
+QUEUED_RECORDS = 40_000
+
 
 @dataclass
 class WorkerState:
@@ -121,7 +125,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.opsintel = state  # type: ignore[attr-defined]
 
     # the input topics arrive as runs of records, one event per partition per fetch: a few runs
-    # buffered per agent are already several batches of work
+    # buffered per agent are already several batches of work (~QUEUED_RECORDS records)
+    run_records = app.conf.broker_max_poll_records
     runs = {
         name: app.topic(settings.topic(name), key_type=bytes, value_serializer=RECORD_RUNS,
                         partitions=settings.partitions)
@@ -131,7 +136,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         # `App.topic` takes `maxsize` but never passes it on (faust-streaming 0.15.3), so the agents'
         # queues held stream_buffer_maxsize *runs* - hundreds of thousands of records read ahead
         # of a backlog, ~1 GB of RSS on a long replay. Set on the topic, its clones inherit it.
-        topic.maxsize = 4 * settings.partitions
+        topic.maxsize = max(2, -(-QUEUED_RECORDS // run_records))
     topics = runs | {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
         for name in ("deadletter", "feedback", "problems", "anomalies")
