@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detectors._seasonal import _KERNEL_MIN_POINTS, AnomalyVerdict, SeasonalAnomalyDetector, _as_arrays
+from detectors._seasonal import _KERNEL_MIN_POINTS, AnomalyVerdict, SeasonalAnomalyDetector, _as_arrays, _run_many
 from detectors._trend_kernels import record_break_kernel
 
 #: a range this small (relative to the values' magnitude) is treated as a flat series
@@ -223,13 +223,7 @@ class RecordBreakDetector:
 
     def _run_many(self, xs: npt.NDArray[np.float64], ts: npt.NDArray[np.float64] | None, score: bool,
                   learn: bool) -> npt.NDArray[np.float64]:
-        """:meth:`_run` on arrays: compiled unless the call is short (or the kernel declines it)."""
-        if len(xs) >= _KERNEL_MIN_POINTS:
-            out = self._run_compiled(xs, ts, score, learn)
-            if out is not None:
-                return out
-        return np.asarray(self._run(xs.tolist(), None if ts is None else ts.tolist(), score, learn),
-                          dtype=np.float64)
+        return _run_many(self._run_compiled, self._run, xs, ts, score, learn)
 
     def _run_compiled(self, xs: npt.NDArray[np.float64], ts: npt.NDArray[np.float64] | None, score: bool,
                       learn: bool) -> npt.NDArray[np.float64] | None:

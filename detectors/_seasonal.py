@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Literal
@@ -210,13 +210,7 @@ class SeasonalAnomalyDetector:
 
     def _run_many(self, xs: npt.NDArray[np.float64], ts: npt.NDArray[np.float64] | None, score: bool,
                   learn: bool) -> npt.NDArray[np.float64]:
-        """:meth:`_run` on arrays: compiled unless the call is short (or the kernel declines it)."""
-        if len(xs) >= _KERNEL_MIN_POINTS:
-            out = self._run_compiled(xs, ts, score, learn)
-            if out is not None:
-                return out
-        return np.asarray(self._run(xs.tolist(), None if ts is None else ts.tolist(), score, learn),
-                          dtype=np.float64)
+        return _run_many(self._run_compiled, self._run, xs, ts, score, learn)
 
     def _kernel_params(self) -> tuple[float, ...]:
         """The hyperparameters as the kernels take them (computed as :meth:`_run` computes them)."""
@@ -381,6 +375,18 @@ class SeasonalAnomalyDetector:
         self._t_first, self._t_prev = t_first, t_prev
         self._run_len, self._run_sign, self._run_sum = run_len, run_sign, run_sum
         return out
+
+
+def _run_many(compiled: Callable[..., npt.NDArray[np.float64] | None], reference: Callable[..., list[float]],
+              xs: npt.NDArray[np.float64], ts: npt.NDArray[np.float64] | None, score: bool,
+              learn: bool) -> npt.NDArray[np.float64]:
+    """A detector's ``_run`` on arrays: the ``compiled`` kernel unless the call is short or the
+    kernel declines it (returns ``None``), else the ``reference`` Python loop on lists."""
+    if len(xs) >= _KERNEL_MIN_POINTS:
+        out = compiled(xs, ts, score, learn)
+        if out is not None:
+            return out
+    return np.asarray(reference(xs.tolist(), None if ts is None else ts.tolist(), score, learn), dtype=np.float64)
 
 
 def _as_arrays(x: npt.ArrayLike, t: npt.ArrayLike | None) -> tuple[npt.NDArray[np.float64],
