@@ -45,6 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._scratch import drop_topics  # noqa: E402
 from opsintel.events import TicketEvent, decode_ticket  # noqa: E402
 from opsintel.problems import decode_problem  # noqa: E402
 from opsintel.settings import Settings  # noqa: E402
@@ -112,6 +113,16 @@ def run_once(args: argparse.Namespace, events: list[TicketEvent], workdir: Path)
     prefix = f"lat{uuid.uuid4().hex[:6]}."
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=prefix, partitions=4, consumer_group=group)
+    try:
+        return measure_once(args, events, workdir, settings)
+    finally:
+        if not args.keep_topics:
+            drop_topics(settings, [prefix, group])
+
+
+def measure_once(args: argparse.Namespace, events: list[TicketEvent], workdir: Path,
+                 settings: Settings) -> dict[str, list[float]]:
+    prefix, group = settings.topic_prefix, settings.consumer_group
     ensure_topics(settings)
     env = dict(os.environ, OPSINTEL_KAFKA_BOOTSTRAP=args.bootstrap, OPSINTEL_TOPIC_PREFIX=prefix,
                OPSINTEL_PARTITIONS="4", OPSINTEL_CONSUMER_GROUP=group,
@@ -216,6 +227,8 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=None,
                         help="OPSINTEL_BATCH_SECONDS for the worker (default: the worker's, 1.0 s)")
     parser.add_argument("--analyse", nargs="*", metavar="PREFIX", help="only analyse earlier runs' topics")
+    parser.add_argument("--keep-topics", action="store_true",
+                        help="keep each run's topics (for --analyse later); by default they are deleted")
     parser.add_argument("--log", type=Path, default=LOG)
     parser.add_argument("--bootstrap", default=os.environ.get("OPSINTEL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = parser.parse_args()

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._scratch import drop_topics  # noqa: E402
 from opsintel.settings import Settings  # noqa: E402
 from streams.ingest import Ingestor, OffsetProgress, ensure_topics  # noqa: E402
 from tests.support import WorkerProcess, free_port  # noqa: E402
@@ -63,9 +64,8 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
 
 
 def worker_run(base_env: dict[str, str], settings: Settings, expected: int,
-               workdir: Path) -> tuple[float, float, int]:
+               workdir: Path, group: str) -> tuple[float, float, int]:
     """Seconds from ``/health`` to the last commit, the rate from the first commit on (ev/s), rows."""
-    group = f"bench-{uuid.uuid4().hex[:8]}"
     env = dict(base_env, OPSINTEL_CONSUMER_GROUP=group, OPSINTEL_DATA_DIR=str(workdir / group),
                OPSINTEL_WEB_PORT=str(free_port()))
     run_settings = settings.model_copy(update={"consumer_group": group})
@@ -96,6 +96,15 @@ def main() -> None:
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=prefix, partitions=4)
+    groups: list[str] = []
+    try:
+        run(args, settings, groups)
+    finally:
+        drop_topics(settings, [prefix, *groups])
+
+
+def run(args: argparse.Namespace, settings: Settings, groups: list[str]) -> None:
+    prefix = settings.topic_prefix
     ensure_topics(settings)
     ingestor = Ingestor(settings)
     t0 = time.perf_counter()
@@ -111,7 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             raw_s = asyncio.run(raw_consume(args.bootstrap, settings.topic("tickets"), n))
-            w_s, steady, rows = worker_run(base_env, settings, n, Path(tmp))
+            groups.append(f"bench-{uuid.uuid4().hex[:8]}")
+            w_s, steady, rows = worker_run(base_env, settings, n, Path(tmp), groups[-1])
             assert rows == n, f"worker wrote {rows} rows, expected {n}"
             raw_rates.append(n / raw_s)
             worker_rates.append(n / w_s)

@@ -38,6 +38,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._scratch import drop_topics  # noqa: E402
 from opsintel.events import TicketEvent, _time_fields  # noqa: E402
 from opsintel.settings import Settings  # noqa: E402
 from streams.adapters import read_events  # noqa: E402
@@ -84,8 +85,7 @@ class RunResult:
     samples: list[tuple[float, float, int]]  #: (seconds, share committed, VmRSS kB)
 
 
-def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir: Path) -> RunResult:
-    group = f"rss-{uuid.uuid4().hex[:8]}"
+def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir: Path, group: str) -> RunResult:
     env = dict(base_env, OPSINTEL_TOPIC_PREFIX=settings.topic_prefix, OPSINTEL_CONSUMER_GROUP=group,
                OPSINTEL_DATA_DIR=str(workdir / group), OPSINTEL_WEB_PORT=str(free_port()))
     run_settings = settings.model_copy(update={"consumer_group": group})
@@ -152,9 +152,19 @@ def main() -> None:
     print(f"log: {len(events):,} events, datetimes {min(stamps):%Y-%m-%d} .. {max(stamps):%Y-%m-%d} "
           f"(span {span.days} d); copy i shifted by i × {shift.days} d")
 
-    sets = {}
+    sets: dict[int, tuple[Settings, int]] = {}
+    groups: list[str] = []
+    try:
+        measure(args, events, shift, sets, groups)
+    finally:
+        drop_topics(Settings(kafka_bootstrap=args.bootstrap), [s.topic_prefix for s, _ in sets.values()] + groups)
+
+
+def measure(args: argparse.Namespace, events: list[TicketEvent], shift: timedelta,
+            sets: dict[int, tuple[Settings, int]], groups: list[str]) -> None:
     for copies in (1, args.copies):
         settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=f"rss{uuid.uuid4().hex[:6]}.", partitions=4)
+        sets[copies] = (settings, 0)  # known before loading, so a failed load is cleaned up too
         t0 = time.perf_counter()
         n = load(settings, events, copies, shift)
         print(f"loaded {copies}× = {n:,} events into {settings.topic('tickets')} in {time.perf_counter() - t0:.0f}s")
@@ -166,7 +176,10 @@ def main() -> None:
     growth: dict[float, list[int]] = {0.1: [], 0.5: [], 1.0: []}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
-            res = {c: worker_run(base_env, s, n, Path(tmp)) for c, (s, n) in sets.items()}
+            res = {}
+            for c, (s, n) in sets.items():
+                groups.append(f"rss-{uuid.uuid4().hex[:8]}")
+                res[c] = worker_run(base_env, s, n, Path(tmp), groups[-1])
             short, long = res[1], res[args.copies]
             for c in peaks:
                 peaks[c].append(res[c].hwm)

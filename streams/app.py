@@ -154,7 +154,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # None unless an OPSINTEL_ITSM_* target is configured: then no ITSM agent exists at all
     itsm = ItsmDelivery.from_settings(settings, on_progress=metrics.observe_itsm,
                                       max_pending=max(10_000, settings.batch_size))
-    handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact, itsm)
+    handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact, itsm,
+                              commit=lambda: app.consumer.commit())
     state.recurring = recurring
 
     async def batches(stream: faust.StreamT, handle: Handle, with_headers: bool = False) -> None:

@@ -40,13 +40,16 @@ Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[A
 
 class StreamHandlers:
     def __init__(self, settings: Settings, writer: BatchWriter, stages: Sequence[PartitionedDetector],
-                 send: Send, impact: ImpactStage | None = None, itsm: ItsmDelivery | None = None) -> None:
+                 send: Send, impact: ImpactStage | None = None, itsm: ItsmDelivery | None = None,
+                 commit: Callable[[], Awaitable[object]] | None = None) -> None:
         self.settings = settings
         self.writer = writer
         self.stages = list(stages)
         self.send = send
         self.impact = impact
         self.itsm = itsm
+        #: commits the acked offsets (the consumer's ``commit``): called once a flush has acked
+        self.commit = commit
         # the agents share each partition's detectors: one agent's checkpoint must never include
         # what another agent's batch has learned but not yet published (a crash would then skip
         # re-publishing it), so learn -> publish, and a flush, run one at a time
@@ -181,6 +184,11 @@ class StreamHandlers:
             await self.send_dead_letters(dead)
         for ack in pending.acks:
             await ack()
+        if self.commit is not None and pending.acks:
+            # what was just stored is committed now rather than at the consumer's next commit tick
+            # (up to broker_commit_interval later): lag and progress show the truth sooner, and a
+            # crash re-reads less
+            await self.commit()
 
     async def push_problems(self, messages: Sequence[RawMessage]) -> None:
         """Problem records from the problems topic to every configured ITSM; returns once each has

@@ -172,3 +172,31 @@ def test_a_value_clickhouse_cannot_read_is_refused_not_retried(chdb_store: Click
     assert chdb_store.table_counts(["incident_impact"]) == {"incident_impact": 0}
     assert isinstance(_classify(RuntimeError("Code: 210. DB::NetException: Connection refused"), ""),
                       SinkUnavailable)  # anything else is still worth retrying
+
+
+PANDAS_PROBE = """
+import sys
+sys.path.insert(0, {root!r})
+from datetime import UTC, datetime
+from opsintel.events import TicketEvent
+from sinks.clickhouse import ClickHouseStore
+store = ClickHouseStore("chdb://{path}", "probe")
+store.migrate()
+ev = TicketEvent(event_id="p:1", source="test", ticket_id="INC1", kind="created", version=0, state="New",
+                 event_time=datetime(2016, 3, 1, tzinfo=UTC))
+store.insert_ticket_events([ev], [0], [1])
+assert store.table_counts(["ticket_events"]) == {{"ticket_events": 1}}
+print("pandas" in sys.modules)
+"""
+
+
+def test_inserting_does_not_import_pandas(tmp_path: object) -> None:
+    """clickhouse-connect would import pandas (~66 MB) on the first insert just to rule DataFrames out."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    out = subprocess.run([sys.executable, "-c", PANDAS_PROBE.format(root=str(ROOT), path=f"{tmp_path}/ch")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -99,6 +99,31 @@ def test_a_batch_is_acked_only_by_the_flush_that_stores_it(chdb_store: ClickHous
     asyncio.run(run())
 
 
+def test_a_flush_commits_right_after_its_acks(chdb_store: ClickHouseStore) -> None:
+    """The offsets a flush acked are committed by that flush, not at the consumer's next commit tick."""
+    events = first_events(1000)
+    log: list[str] = []
+
+    async def commit() -> bool:
+        log.append(f"commit after {counts(chdb_store)['ticket_events']} rows")
+        return True
+
+    async def run() -> None:
+        handlers, _, _ = make(chdb_store, batch_size=100_000, flush_seconds=3600)
+        handlers.commit = commit
+        for i in range(0, 1000, 500):
+            async def ack(i: int = i) -> None:
+                log.append(f"ack {i}")
+            await handlers.events(TICKETS, messages(events[i:i + 500], i), ack)
+        assert log == []
+        await handlers.flush()
+        assert log == ["ack 0", "ack 500", "commit after 1000 rows"]
+        await handlers.flush()  # nothing acked: nothing to commit
+        assert log == ["ack 0", "ack 500", "commit after 1000 rows"]
+
+    asyncio.run(run())
+
+
 def test_the_stored_checkpoint_covers_exactly_the_flushed_batches(chdb_store: ClickHouseStore) -> None:
     """A batch learned while a flush is writing is not in that flush's checkpoint: a crash then
     replays it into the detector instead of skipping it (its rows are not stored yet)."""
