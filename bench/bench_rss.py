@@ -9,8 +9,9 @@ follow each other, so the whole stream stays in time order). Two topic sets are 
 
 Then, ``--runs`` times, alternating: a fresh ``opsintel worker`` (new consumer group, new embedded
 chDB folder) over the 1× topics, then over the k× topics. A sampler reads ``VmRSS`` of the worker
-process (``/proc/<pid>/status``) every second together with the share of the input its group has
-committed; the worker's peak RSS is its ``VmHWM`` when the committed offsets reach the end.
+process and the processes it started (``/proc/<pid>/status``, summed) every second together with
+the share of the input its group has committed; the worker's peak RSS is the sum of their
+``VmHWM`` when the committed offsets reach the end.
 
 Prints per run: peak RSS of 1× and k×, their ratio, the RSS at 10 %, 50 % and 100 % of the k× run
 (and its rate), then the medians. Needs the local broker.
@@ -69,11 +70,30 @@ def load(settings: Settings, events: list[TicketEvent], copies: int, shift: time
 
 
 def status_kb(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
+    """``key`` (``VmRSS``, ``VmHWM``) of the worker *and every process it started* (the insert
+    encoder's child, multiprocessing's resource tracker), summed. For ``VmHWM`` the sum of each
+    process's own peak: at least the peak of the sum, so never flattering."""
+    total = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+        except (OSError, StopIteration):
+            if p == pid:
+                raise
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return out
+    for k in kids:
+        out += [k, *_descendants(k)]
+    return out
 
 
 @dataclass

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
             "at least this often (0: after every batch)."
         ),
     )
+    encode_process: bool = Field(
+        True,
+        description=(
+            "OPSINTEL_ENCODE_PROCESS: encode ClickHouse insert batches of events and impact rows in a "
+            "child process, beside detection (false: in the worker's store thread)."
+        ),
+    )
     web_host: str = Field("127.0.0.1", description="OPSINTEL_WEB_HOST: bind address of the worker's HTTP port.")
     web_port: int = Field(6066, ge=1, le=65535, description="OPSINTEL_WEB_PORT: metrics, health, webhook.")
     webhook_token: SecretStr = Field(

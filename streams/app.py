@@ -22,6 +22,7 @@ from detectors import RecurringIncidentDetector, TrendMonitor
 from opsintel.impact import ImpactModel
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
+from sinks.clickhouse.native import NativeEncoder
 from sinks.itsm import ItsmDelivery
 from streams.detection import PartitionedDetector, owning_service
 from streams.handlers import StreamHandlers
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # Faust's own aiokafka transport, delivering the input topics as runs of records (streams/transport.py)
     app.transport = RunDeliveryTransport(app.conf.broker_consumer, app)
     metrics = WorkerMetrics()
-    store = ClickHouseStore.from_settings(settings)
+    store = ClickHouseStore.from_settings(settings, encoder=NativeEncoder() if settings.encode_process else None)
     state = WorkerState(settings, store, metrics, BatchWriter(store, metrics))
     app.opsintel = state  # type: ignore[attr-defined]
 
@@ -228,6 +229,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.task
     async def prepare_store() -> None:
+        if store.encoder is not None:
+            store.encoder.start()  # the child imports what it needs while the schema is made
         # retried like any write: a worker started while ClickHouse is down waits for it
         await state.writer.retrying("schema", store.migrate)
         state.ready = True

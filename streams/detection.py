@@ -17,6 +17,7 @@ with decoded events and their Kafka coordinates, and tests call it directly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_CONTEXT_LEAD_S = 7 * 24 * 3600.0
 #: the ticket clock travels with the offsets in ``detector_state.positions`` (not a topic name)
 _CLOCK_KEY = "@ticket_clock"
+#: events learned one at a time between two turns of the event loop (~20-40 ms of the recurring
+#: detector): each of the background flush's steps waits for such a turn
+_YIELD_EVERY = 1024
 
 
 class StreamDetector(Protocol):
@@ -182,12 +186,19 @@ class PartitionedDetector:
         chunked: it learns each partition's share of the batch in one ``learn_many`` call.
         """
         updates: list[ProblemRecord] = []
-        for partition, share in _by_partition(messages):
+        for n, (partition, share) in enumerate(_by_partition(messages)):
+            if n:
+                # let the loop run between partitions (and every _YIELD_EVERY events): the
+                # background flush goes on here (its next insert, its impact rows) rather than
+                # after the whole batch's detection
+                await asyncio.sleep(0)
             entry = await self._get(partition)
             if self.series_of is None:
-                for i in self._admit(entry, events, messages, share):
+                for n, i in enumerate(self._admit(entry, events, messages, share), 1):
                     entry.detector.learn_one(events[i])
                     updates.extend(entry.detector.pop_updates())
+                    if not n % _YIELD_EVERY:
+                        await asyncio.sleep(0)
                 continue
             series_of = self.series_of
             chunk_events: list[Any] = []

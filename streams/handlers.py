@@ -9,7 +9,9 @@ when the flush begins), sends the dead letters, and only then acks every batch i
 Kafka commits an offset only when everything the batch caused is durable. Feedback batches are
 checkpointed and acked the same way. A flush starts once ``batch_size`` events are
 pending or the oldest pending batch is ``flush_seconds`` old (a timer looks too) and runs while
-the next batches are detected (one flush at a time: a slow store holds the stream back); before
+the next batches are detected. One flush runs at a time: batches detected meanwhile wait for the
+next one, which starts as the running one ends; once ``BACKLOG_BATCHES`` × ``batch_size`` events
+wait, detection waits too (a slow store holds the stream back, memory stays bounded); before
 partitions are revoked, the worker waits for a flush of everything. A crash at any point
 replays the unacked batches into idempotent tables and detectors that skip what they have seen
 (their stored checkpoint never covers a batch whose rows are not all stored).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,6 +36,9 @@ from streams.impact_stage import ImpactStage
 from streams.pipeline import TICKETS, BatchWriter, EventKind, Processed, RawMessage
 
 log = logging.getLogger(__name__)
+
+#: events pending behind a running flush, in ``batch_size`` units, beyond which detection waits for it
+BACKLOG_BATCHES = 2
 
 #: sends one Kafka message; the returned awaitable resolves when the broker has it
 Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
@@ -57,6 +63,7 @@ class StreamHandlers:
         self._pending = _Pending()
         # flushes run one at a time, in the background of the next batches' detection
         self._flushing: asyncio.Future[None] | None = None
+        self._next_flush: asyncio.Future[None] | None = None  #: started by the flush before it, as it ended
         self._flush_gate = asyncio.Lock()
         self._failed: Exception | None = None
 
@@ -74,8 +81,7 @@ class StreamHandlers:
                         await self.publish(await stage.learn(done.events, done.messages))
                         await self.publish_anomalies(stage.pop_anomalies())
             self._pending.add(ack, asyncio.get_running_loop().time(), kind, done)
-        if self._due():
-            await self._start_flush()
+        await self._flush_when_due()
 
     async def feedback(self, messages: Sequence[RawMessage], ack: Callable[[], Awaitable[None]]) -> None:
         """Human decisions on problems: apply to the owning partition's detector, publish the result;
@@ -102,8 +108,7 @@ class StreamHandlers:
                     log.info("decision %s on %s applied to the stored record (%s)", fb.action, fb.problem_id,
                              "found" if changed else "no such problem")
             self._pending.add(ack, asyncio.get_running_loop().time(), dead_letters=dead)
-        if self._due():
-            await self._start_flush()
+        await self._flush_when_due()
 
     async def flush_if_due(self) -> None:
         """The timer's check: a stream that went quiet still gets its batches stored and acked."""
@@ -115,6 +120,22 @@ class StreamHandlers:
         await self._start_flush(force=True)
         async with self._flush_gate:
             await self._end_flush()
+
+    async def _flush_when_due(self) -> None:
+        """After a batch: start a flush if one is due. While one runs, batches pile up behind it
+        (the running flush starts the next as it ends) up to ``BACKLOG_BATCHES`` × ``batch_size``
+        events; past that, wait for it."""
+        if not self._due():
+            return
+        running = self._flushing is not None and not self._flushing.done()
+        if running and self._pending.events < BACKLOG_BATCHES * self.settings.batch_size:
+            return
+        await self._start_flush()
+
+    def _after_flush(self, flushed: asyncio.Future[None]) -> None:
+        # a flush that failed stops all later ones (_end_flush says why to whoever comes next)
+        if not flushed.cancelled() and flushed.exception() is None and self._due():
+            self._next_flush = asyncio.ensure_future(self._start_flush())
 
     def _due(self) -> bool:
         p = self._pending
@@ -136,6 +157,7 @@ class StreamHandlers:
                 # caused is stored, so a replay that skips their learning loses nothing
                 pending.checkpoints = [stage.take_checkpoint() for stage in self.stages]
             self._flushing = asyncio.ensure_future(self._flush(pending))
+            self._flushing.add_done_callback(self._after_flush)
 
     async def _end_flush(self) -> None:
         """Wait for the running flush (the caller holds the gate). A flush that failed for good
@@ -162,14 +184,16 @@ class StreamHandlers:
             # their events are stored, checkpointed past and acked
             with timed("publish").time():
                 await asyncio.gather(*pending.deliveries)
-        with timed("write").time():
-            for kind, (events, messages) in pending.by_kind.items():
-                # a record the store refuses has been seen by the detectors (they learn before the
-                # flush); it is dead-lettered here with the store's reason, the rest is written
-                dead.extend(await self.writer.write(kind, events, messages))
+        # the events go to the store's thread while their impact rows are worked out here
+        writing = asyncio.ensure_future(self._write_events(pending))
+        try:
+            rows, spent = await self._impact_rows(pending)
+        finally:
+            dead.extend(await writing)  # a flush never leaves a write running behind it
         if self.impact is not None and pending.tickets:
-            with timed("impact").time():
-                await self.impact.process(pending.tickets)
+            started = time.perf_counter()
+            await self.impact.write(rows)
+            timed("impact").observe(spent + time.perf_counter() - started)
         with timed("problems").time():
             if pending.problems:
                 await self.writer.retrying("problems", self.writer.store.insert_problems, pending.problems)
@@ -189,6 +213,23 @@ class StreamHandlers:
             # (up to broker_commit_interval later): lag and progress show the truth sooner, and a
             # crash re-reads less
             await self.commit()
+
+    async def _write_events(self, pending: _Pending) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        with self.writer.metrics.stage_seconds.labels("write").time():
+            for kind, (events, messages) in pending.by_kind.items():
+                # a record the store refuses has been seen by the detectors (they learn before the
+                # flush); it is dead-lettered here with the store's reason, the rest is written
+                dead.extend(await self.writer.write(kind, events, messages))
+        return dead
+
+    async def _impact_rows(self, pending: _Pending) -> tuple[list[Any], float]:
+        """The flush's impact rows, and the seconds it took to work them out."""
+        if self.impact is None or not pending.tickets:
+            return [], 0.0
+        started = time.perf_counter()
+        rows = await self.impact.rows(pending.tickets)
+        return rows, time.perf_counter() - started
 
     async def push_problems(self, messages: Sequence[RawMessage]) -> None:
         """Problem records from the problems topic to every configured ITSM; returns once each has

@@ -46,9 +46,18 @@ class ImpactStage:
         self.writer = writer
 
     async def process(self, events: Sequence[Any]) -> int:
+        """Update and write the impact rows of the incidents ``events`` touch; returns the rows written."""
+        return await self.write(await self.rows(events))
+
+    async def rows(self, events: Sequence[Any]) -> list[Any]:
+        """Fold ``events`` into their tickets' states and return those incidents' impact rows.
+
+        Needs only the events *before* these in ClickHouse (a ticket not in memory is rebuilt from
+        them; folding an event twice changes nothing), so it may run while these are being written.
+        """
         tickets = [e for e in events if isinstance(e, TicketEvent)]
         if not tickets:
-            return 0
+            return []
         first_version: dict[tuple[str, str], int] = {}
         for ev in tickets:
             key = (ev.source, ev.ticket_id)
@@ -58,7 +67,11 @@ class ImpactStage:
         if missing:
             history = await self.writer.call(load_ticket_history, self.writer.store, missing)
             self.model.restore(history)
-        rows = self.model.rows_for(tickets)
+        return self.model.rows_for(tickets)
+
+    async def write(self, rows: Sequence[Any]) -> int:
+        if not rows:
+            return 0
         await self.writer.retrying("incident_impact", self.writer.store.insert_incident_impact, rows)
         self.writer.metrics.written.labels("incident_impact").inc(len(rows))
         return len(rows)

@@ -9,6 +9,7 @@ exactly the batches whose rows are stored.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,7 +175,7 @@ def test_a_quiet_stream_is_flushed_by_the_timer_check(chdb_store: ClickHouseStor
 def test_after_a_failed_flush_nothing_is_checkpointed_past_it(chdb_store: ClickHouseStore) -> None:
     """A flush that fails for good (not a retryable outage) leaves its batches unacked; a later
     checkpoint would cover them and a restart would skip their learning, so flushing stops."""
-    events = first_events(1500)
+    events = first_events(2000)
     acked: list[int] = []
 
     async def run() -> None:
@@ -189,10 +190,12 @@ def test_after_a_failed_flush_nothing_is_checkpointed_past_it(chdb_store: ClickH
             acked.append(1)
 
         await handlers.events(TICKETS, messages(events[:500], 0), ack)  # due: the flush starts and fails
-        with pytest.raises(RuntimeError, match="refused our own rows"):
-            await handlers.events(TICKETS, messages(events[500:1000], 500), ack)
+        # the next batch waits behind the running flush (BACKLOG_BATCHES x batch_size events may)
+        await handlers.events(TICKETS, messages(events[500:1000], 500), ack)
+        with pytest.raises(RuntimeError, match="refused our own rows"):  # the backlog is full: the failure shows
+            await handlers.events(TICKETS, messages(events[1000:1500], 1000), ack)
         with pytest.raises(FlushFailed):
-            await handlers.events(TICKETS, messages(events[1000:], 1000), ack)
+            await handlers.events(TICKETS, messages(events[1500:], 1500), ack)
         assert acked == [] and stored_position(chdb_store) is None
 
     asyncio.run(run())
@@ -231,5 +234,40 @@ def test_detection_does_not_wait_for_the_broker_the_flush_does(chdb_store: Click
         with pytest.raises(FlushFailed):
             await handlers.flush()
         assert acked == [0] and counts(chdb_store)["ticket_events"] == 500
+
+    asyncio.run(run())
+
+
+def test_batches_pile_up_behind_a_running_flush_which_starts_the_next(chdb_store: ClickHouseStore) -> None:
+    """While a flush runs, due batches do not hold detection back until BACKLOG_BATCHES x batch_size
+    events wait; the running flush starts the next one as it ends (no timer needed)."""
+    events = first_events(2000)
+    acked: list[int] = []
+
+    async def run() -> None:
+        handlers, sent, _ = make(chdb_store, batch_size=500, flush_seconds=3600)
+        sent.hold = True  # the first flush waits for the broker to confirm an anomaly
+        await handlers.publish_anomalies([an_anomaly()])
+
+        def ack(i: int) -> Callable[[], Awaitable[None]]:
+            async def done() -> None:
+                acked.append(i)
+            return done
+
+        await handlers.events(TICKETS, messages(events[:500], 0), ack(0))  # due: the flush starts
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(handlers.events(TICKETS, messages(events[500:1000], 500), ack(1)))
+        await asyncio.sleep(0.2)
+        assert second.done() and acked == []  # due too, but it waits behind the running flush
+        third = asyncio.ensure_future(handlers.events(TICKETS, messages(events[1000:1500], 1000), ack(2)))
+        await asyncio.sleep(0.2)
+        assert not third.done()  # BACKLOG_BATCHES x batch_size pending: detection waits for the flush
+        sent.deliver()
+        await third
+        for _ in range(100):  # the next flush was started by the first as it ended
+            if acked == [0, 1, 2]:
+                break
+            await asyncio.sleep(0.05)
+        assert acked == [0, 1, 2] and counts(chdb_store)["ticket_events"] == 1500
 
     asyncio.run(run())

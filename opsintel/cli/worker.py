@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
-import platform
+
+from opsintel.memory import MMAP_THRESHOLD, tune_malloc
+
+__all__ = ["GC_YOUNG_THRESHOLD", "MMAP_THRESHOLD", "register", "run", "tune_gc", "tune_malloc"]
 
 log = logging.getLogger(__name__)
 
 #: new container objects between young collections (CPython's default is 700): see :func:`tune_gc`
 GC_YOUNG_THRESHOLD = 20_000
-#: allocations from this size up are mapped and unmapped on their own (glibc), see :func:`tune_malloc`
-MMAP_THRESHOLD = 128 * 1024
-_M_MMAP_THRESHOLD = -3  #: mallopt parameter (glibc malloc.h)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,27 +62,3 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
-
-
-def tune_malloc() -> bool:
-    """Keep glibc's malloc from holding on to freed memory in a long-running worker.
-
-    glibc serves an allocation of ``M_MMAP_THRESHOLD`` or more from its own mapping, given back
-    when freed, but raises that threshold to the size of every such block freed (up to 32 MiB):
-    after the first few, the worker's large buffers - fetched Kafka data, the column blocks of
-    each insert, detector snapshots - come from the heap, whose freed space glibc mostly keeps.
-    Over a 10x replay of the ServiceNow log its heap grew to 288 MB with ~190 MB of it free; with
-    the threshold fixed at 128 KiB it stayed at ~120 MB (~25-55 MB free) and the worker's peak RSS
-    was ~115 MB lower (BENCHMARKS.md, "Latency, memory and inserts"). A fixed value also turns
-    off the dynamic raise. Returns whether the setting took (only on glibc).
-    """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        ok = False
-    if not ok:
-        log.warning("could not set malloc's mmap threshold; freed memory may stay in the heap")
-    return ok

@@ -75,6 +75,9 @@ class AnalyticsWrites:
     def _insert(self, table: Table, columns: list[list[Any]]) -> None:  # provided by ClickHouseStore
         raise NotImplementedError
 
+    def _insert_objects(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> None:
+        raise NotImplementedError  # provided by ClickHouseStore
+
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -84,8 +87,7 @@ class AnalyticsWrites:
     def _insert_rows(self, name: str, rows: Sequence[Any]) -> int:
         if not rows:
             return 0
-        table = TABLES_BY_NAME[name]
-        self._insert(table, _columns(rows, table.column_names))
+        self._insert_objects(TABLES_BY_NAME[name], rows)
         return len(rows)
 
     def insert_incident_impact(self, rows: Sequence[Any]) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
 from sinks.clickhouse.analytics_store import AnalyticsWrites, _columns
+from sinks.clickhouse.native import ROW_TYPES, NativeEncoder
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
 from sinks.deadletter import DeadLetter
 from sinks.exceptions import SchemaError, SinkError, SinkRejected, SinkUnavailable
@@ -61,21 +62,25 @@ class ClickHouseStore(AnalyticsWrites):
         When set, :meth:`migrate` creates replicated tables ``ON CLUSTER``.
     """
 
-    def __init__(self, dsn: str, database: str = "opsintel", *, password: str = "", cluster: str = "") -> None:
+    def __init__(self, dsn: str, database: str = "opsintel", *, password: str = "", cluster: str = "",
+                 encoder: NativeEncoder | None = None) -> None:
         self.dsn = dsn
         self.database = database
         self.cluster = cluster
         self._password = password
         self._client: Any = None
         self._lock = threading.Lock()
+        #: encodes batches of typed rows in a child process (the worker's); None: in this thread
+        self.encoder = encoder
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ClickHouseStore:
+    def from_settings(cls, settings: Any, encoder: NativeEncoder | None = None) -> ClickHouseStore:
         return cls(
             settings.effective_clickhouse_dsn,
             settings.clickhouse_database,
             password=settings.clickhouse_password.get_secret_value(),
             cluster=settings.clickhouse_cluster,
+            encoder=encoder,
         )
 
     def __repr__(self) -> str:
@@ -116,6 +121,8 @@ class ClickHouseStore(AnalyticsWrites):
         return self._client
 
     def close(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
         if self._client is not None:
             try:
                 self._client.close()
@@ -162,10 +169,36 @@ class ClickHouseStore(AnalyticsWrites):
                        offsets: Sequence[int]) -> None:
         if not events:
             return
-        columns = _columns(events, table.column_names[:-2])  # then the Kafka partition and offset
-        columns.append(list(partitions))
-        columns.append(list(offsets))
-        self._insert(table, columns)
+        self._insert_objects(table, events, (partitions, offsets))  # the columns end with the Kafka position
+
+    def _insert_objects(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> None:
+        """``rows`` (objects or mappings with ``table``'s column names), then the ``extra`` columns
+        that end the table; encoded by :attr:`encoder` where it takes the table's rows."""
+        if self.encoder is not None and table.name in ROW_TYPES:
+            try:
+                block = self.encoder.encode(table, rows, extra)
+            except Exception as e:
+                raise _classify(e, self._password) from e
+            self._insert_native(table, block)
+            return
+        columns = _columns(rows, table.column_names[: len(table.column_names) - len(extra)])
+        self._insert(table, columns + [list(c) for c in extra])
+
+    def _insert_native(self, table: Table, block: bytes) -> None:
+        """One batch already in ClickHouse's Native format (:func:`sinks.clickhouse.native.encode`)."""
+        try:
+            with self._lock:
+                self.client().raw_insert(
+                    f"{quote_identifier(self.database)}.{quote_identifier(table.name)}",
+                    table.column_names,
+                    insert_block=block,
+                    fmt="Native",
+                    settings=_INSERT_SETTINGS,
+                )
+        except SinkError:
+            raise
+        except Exception as e:
+            raise _classify(e, self._password) from e
 
     def _insert(self, table: Table, columns: list[list[Any]]) -> None:
         """Send one batch, one list per column of ``table`` in its order.
@@ -229,20 +262,25 @@ class ClickHouseStore(AnalyticsWrites):
 
 
 def _no_dataframe_probe() -> None:
-    """Keep clickhouse-connect from importing pandas just to rule DataFrames out.
+    """Keep clickhouse-connect from importing pandas and numpy just to rule them out.
 
-    Its ``insert`` checks the data against ``pandas.DataFrame`` and imports pandas for that on the
-    first insert: 0.2-0.4 s of the worker's first flush and ~66 MB of RSS. The store only ever
-    inserts lists of columns, so where nothing else has imported pandas the client is told there is
-    none (a process that imported it keeps clickhouse-connect's DataFrame support).
+    Its ``insert`` checks the data against ``pandas.DataFrame`` and ``numpy.ndarray``, importing
+    either for that on the first insert if nothing has yet: pandas costs 0.2-0.4 s of the
+    worker's first flush and ~66 MB of RSS, numpy ~30 MB in the insert encoder's child
+    (:mod:`sinks.clickhouse.native`). The store only ever inserts lists of columns, so the client
+    is told there is no such library where nothing else has imported it (a process that has keeps
+    clickhouse-connect's support for it).
     """
     import sys
 
     from clickhouse_connect.driver import options
 
-    if "pandas" not in sys.modules and "pd" not in vars(options):
+    known = vars(options)
+    if "pandas" not in sys.modules and "pd" not in known:
         options.pd = None
         options.pd_time_test = None
+    if "numpy" not in sys.modules and "np" not in known:
+        options.np = None
 
 
 def _sendable(table: Table, columns: list[list[Any]]) -> list[list[Any]]:

@@ -198,6 +198,7 @@ OPSINTEL_DATA_DIR: {{ include "opsintel.dataDir" . | quote }}
 OPSINTEL_BATCH_SIZE: {{ .Values.worker.batchSize | int64 | quote }}
 OPSINTEL_BATCH_SECONDS: {{ .Values.worker.batchSeconds | quote }}
 OPSINTEL_FLUSH_SECONDS: {{ .Values.worker.flushSeconds | quote }}
+OPSINTEL_ENCODE_PROCESS: {{ .Values.worker.encodeProcess | quote }}
 OPSINTEL_WEB_HOST: "0.0.0.0"
 OPSINTEL_WEB_PORT: {{ .Values.worker.port | int64 | quote }}
 {{- if .Values.webhook.existingSecret }}

@@ -1,0 +1,194 @@
+"""Insert batches encoded to ClickHouse's Native format in a child process.
+
+The store's Python work before ClickHouse sees a batch - one list per column, datetimes to
+milliseconds, then clickhouse-connect's pure-Python Native encoder - holds the GIL for ~4 µs a
+ticket event. In the worker it runs in the store's thread beside detection and decoding, so the
+three take turns on one core while the other idles. :class:`NativeEncoder` moves that work to a
+child process: the worker packs the batch with msgspec (~0.8 µs an event, in C), the child
+unpacks it into the same structs, runs the same column code and encoder (:func:`encode`), and
+hands back the bytes, which the store passes to ClickHouse as they are (``raw_insert``; chDB
+parses them without the GIL).
+
+Only tables written from typed rows go through the child (:data:`ROW_TYPES`: raw events and
+impact rows, the bulk of every flush); dictionaries and the rest are encoded in process as
+before. The child holds no state: if it dies, the batch in hand is encoded in process and a new
+child is started for the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import cache
+from types import GenericAlias
+from typing import Any
+
+import msgspec
+
+from opsintel.memory import tune_malloc
+from sinks.clickhouse.analytics_store import _columns
+from sinks.clickhouse.schema import TABLES_BY_NAME, Table
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _row_types() -> dict[str, type]:
+    from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
+    from opsintel.impact import ImpactRow
+
+    return {"ticket_events": TicketEvent, "monitoring_events": MonitoringEvent, "change_events": ChangeEvent,
+            "incident_impact": ImpactRow}
+
+
+ROW_TYPES = frozenset({"ticket_events", "monitoring_events", "change_events", "incident_impact"})
+
+
+def encode(table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> bytes:
+    """``rows`` (objects with ``table``'s column names), then the ``extra`` columns that end the
+    table (the raw events' Kafka partition and offset), as one Native block - the bytes
+    clickhouse-connect's ``insert`` would send for them, without the ``INSERT`` statement."""
+    from clickhouse_connect.datatypes.registry import get_from_name
+    from clickhouse_connect.driver.insert import InsertContext
+    from clickhouse_connect.driver.transform import NativeTransform
+
+    from sinks.clickhouse.store import _no_dataframe_probe, _sendable
+
+    _no_dataframe_probe()
+    names = table.column_names[: len(table.column_names) - len(extra)]
+    columns = _columns(rows, names) + [list(c) for c in extra]
+    context = InsertContext(table.name, table.column_names, [get_from_name(t) for t in table.column_types],
+                            _sendable(table, columns), column_oriented=True, block_size=max(1, len(rows)))
+    body = b"".join(NativeTransform.build_insert(context))
+    return body[body.index(b"\n") + 1 :]  # the first block starts with the INSERT statement
+
+
+@cache
+def _decoder(table_name: str) -> msgspec.msgpack.Decoder[Any]:
+    return msgspec.msgpack.Decoder(GenericAlias(list, (_row_types()[table_name],)))  # list[<row type>]
+
+
+#: rows per packed chunk: the child holds one chunk's row objects at a time (a batch of 35,000
+#: ticket events unpacked at once peaked at ~330 MB)
+CHUNK_ROWS = 4096
+
+#: a batch as the child reads it: per chunk, its rows (packed, unpacked one chunk at a time) and extra columns
+_Chunks = list[tuple[msgspec.Raw, list[list[Any]]]]
+
+
+def _encode_file(table_name: str, path: str) -> str:
+    """In the child: the batch packed in the file ``path`` (replaced by its Native blocks, one per
+    chunk); returns ``path``. Batches travel as files, not through the pool's pipe: the worker's
+    threads read and write a pipe 64 KiB at a time, taking the GIL back from the detectors after
+    every piece - a file is one write and one read."""
+    table, rows = TABLES_BY_NAME[table_name], _decoder(table_name)
+    with open(path, "rb") as f:
+        chunks = msgspec.msgpack.decode(f.read(), type=_Chunks)
+    with open(path, "wb") as f:
+        for packed, extra in chunks:
+            f.write(encode(table, rows.decode(packed), extra))
+    return path
+
+
+def _child_init() -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the worker shuts down, the child
+    # waits to be told
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_malloc()  # as in the worker: freed batch buffers go back to the system
+    # a worker killed outright (SIGKILL, OOM) cannot tell its child, and the child holds both ends
+    # of its task queue, so it would wait for work forever: it leaves once it has been orphaned
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True).start()
+    for name in ROW_TYPES:
+        _decoder(name)  # imports msgspec, the row types and (below) clickhouse-connect before the first batch
+    from clickhouse_connect.driver.transform import NativeTransform  # noqa: F401
+
+
+def _exit_when_orphaned(parent: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(0)
+
+
+class NativeEncoder:
+    """Encodes insert batches of typed rows in one child process (started by :meth:`start`).
+
+    :meth:`encode` blocks its caller (the store's thread) until the child answers; the GIL is free
+    meanwhile. Thread-safe; one batch at a time is what the store sends anyway.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._spool: str | None = None  #: folder of the batches on their way to and from the child
+
+    def start(self) -> None:
+        """Start the child now (it imports what it needs meanwhile) rather than at the first batch."""
+        with self._lock:
+            if self._pool is None and not self._closed:
+                if self._spool is None:
+                    self._spool = tempfile.mkdtemp(prefix="opsintel-encode-")
+                # never fork: the worker has threads and an embedded ClickHouse engine
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_child_init)
+                self._pool.submit(int)  # starts the child process
+
+    def encode(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> bytes:
+        if table.name not in ROW_TYPES or not rows or isinstance(rows[0], dict):
+            return encode(table, rows, extra)
+        self.start()
+        pool, spool = self._pool, self._spool
+        if pool is None or spool is None:  # closed
+            return encode(table, rows, extra)
+        pack = msgspec.msgpack.encode
+        packed = pack([(msgspec.Raw(pack(rows[i : i + CHUNK_ROWS])), [list(c[i : i + CHUNK_ROWS]) for c in extra])
+                       for i in range(0, len(rows), CHUNK_ROWS)])
+        fd, path = tempfile.mkstemp(suffix=".batch", dir=spool)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(packed)
+            del packed
+            with open(pool.submit(_encode_file, table.name, path).result(), "rb") as f:
+                return f.read()
+        except BrokenProcessPool:
+            log.warning("the insert encoder's child process died; encoding this batch in process and "
+                        "starting a new child")
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False)
+        except Exception as e:
+            # the child is only a faster road to the same bytes: whatever went wrong on it (a value
+            # the columns cannot hold included), the batch takes the in-process road, which says
+            # so in the store's own terms
+            log.debug("encoding %s in the child failed (%r); encoding in process", table.name, e)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return encode(table, rows, extra)
+
+    def pids(self) -> list[int]:
+        """The child's process id, once it runs (for memory accounting)."""
+        pool = self._pool
+        processes = getattr(pool, "_processes", None) or {}
+        return list(processes)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            spool, self._spool = self._spool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
