@@ -8,7 +8,10 @@ ClickHouse"; a crash before the ack replays the batch, and the idempotent tables
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -51,6 +54,8 @@ class WorkerState:
     positions: dict[TP, int] = field(default_factory=dict)
     ready: bool = False
     recurring: PartitionedDetector | None = None
+    #: the error that stopped the worker (a failed batch): it exits with status 1
+    fatal: BaseException | None = None
 
 
 def _credentials(settings: Settings) -> Any:
@@ -162,9 +167,31 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def batches(stream: faust.StreamT, handle: Handle, with_headers: bool = False) -> None:
         """Take a batch and hand it over with its ack, to call once everything it caused is durable."""
         async for batch in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_seconds):
-            await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
-                                     _headers(ev) if with_headers else {}, ev.message.key) for ev in batch],
-                         partial(ack, stream, batch))
+            try:
+                await handle([RawMessage(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.value,
+                                         _headers(ev) if with_headers else {}, ev.message.key) for ev in batch],
+                             partial(ack, stream, batch))
+            except Exception as e:
+                await stop_unacked(e)
+
+    async def stop_unacked(error: Exception) -> None:
+        """A batch failed in its handler (or a flush failed for good): stop the worker, exit status 1,
+        with nothing from that batch on acked; a restart replays it from the last commit.
+
+        The handler must not let the error end the agent: Faust would restart it, and the stream
+        it leaves behind acks whatever it still reads - the failed batch's records and the rest of
+        the backlog would be committed without ever being stored. So the error stops flushes,
+        the agent stays in its take loop, and the worker is asked to stop.
+        """
+        handlers.fail(error)
+        if state.fatal is None:
+            state.fatal = error
+            log.critical("a batch failed (%r): stopping the worker without acking it or anything after it; "
+                         "a restart replays them", error, exc_info=error)
+            # a stopping consumer waits for every event in flight to be acked: these never will be
+            app.conf.stream_wait_empty = False
+            os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.Event().wait()  # until the shutdown cancels this agent
 
     async def ack(stream: faust.StreamT, batch: Sequence[Any]) -> None:
         for ev in batch:
@@ -178,9 +205,30 @@ def create_app(settings: Settings | None = None) -> faust.App:
         # the runs of one fetch arrive back to back: a short `within` closes the batch after them
         # (the consumer's linger already waited batch_seconds for that fetch to fill)
         within = min(0.05, settings.batch_seconds)
+        read: dict[TP, int] = {}  # next offset per partition, as far as batches have reached
         async for batch in cast(Stream, stream).noack_take(settings.partitions, within=within):
-            await handlers.events(kind, [RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
-                                         for ev in batch for r in ev.value], partial(ack, stream, batch))
+            for ev in batch:
+                read[ev.message.tp] = ev.message.offset + 1  # a run's message is its last record
+            try:
+                await handlers.events(kind, [RawMessage(r.topic, r.partition, r.offset, r.value, {}, r.key)
+                                             for ev in batch for r in ev.value], partial(ack, stream, batch),
+                                      caught_up=caught_up(batch[0].message.topic, read))
+            except Exception as e:
+                await stop_unacked(e)
+
+    def caught_up(topic: str, read: dict[TP, int]) -> bool:
+        """Whether this worker's batches of ``topic`` have reached its end (the consumer's
+        last-known high watermark) on every partition of it assigned here. A partition that has
+        delivered nothing since the worker started counts as not caught up (nothing says whether
+        it is at its end), so a live stream with an idle partition is flushed by time alone."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None or read.get(tp, -1) < highwater:
+                return False
+        return True
 
     @app.agent(topics["tickets"], name="opsintel.tickets")
     async def tickets(stream: faust.StreamT) -> None:
@@ -221,7 +269,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
         # store, checkpoint and ack what was learned before another worker takes these partitions
-        await handlers.flush()
+        # (unless a batch failed: then nothing more is stored or acked, the next owner replays it)
+        if not handlers.failed:
+            await handlers.flush()
         for stage in (recurring, trend):
             stage.revoke({tp.partition for tp in revoked})
 

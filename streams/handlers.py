@@ -29,6 +29,7 @@ import msgspec
 
 from opsintel.problems import Feedback, ProblemRecord, decode_feedback, decode_problem, encode_problem
 from opsintel.settings import Settings
+from sinks.clickhouse.native import Encoding
 from sinks.deadletter import DeadLetter
 from sinks.itsm import ItsmDelivery
 from streams.detection import Checkpoint, PartitionedDetector
@@ -64,23 +65,28 @@ class StreamHandlers:
         # flushes run one at a time, in the background of the next batches' detection
         self._flushing: asyncio.Future[None] | None = None
         self._next_flush: asyncio.Future[None] | None = None  #: started by the flush before it, as it ended
+        self._in_backlog = False  #: the last flush was due by size: the input is a backlog
+        self._caught_up = False  #: the last batch reached the end of its topic
         self._flush_gate = asyncio.Lock()
         self._failed: Exception | None = None
 
     async def events(self, kind: EventKind[Any], messages: Sequence[RawMessage],
-                     ack: Callable[[], Awaitable[None]]) -> None:
+                     ack: Callable[[], Awaitable[None]], caught_up: bool = False) -> None:
         """Tickets, changes, alerts: detect and publish to Kafka now; store, checkpoint and ``ack``
-        in the next flush (started now if one is due)."""
+        in the next flush (started now if one is due). ``caught_up``: this batch reached the end
+        of what its topic holds (see :meth:`_due`)."""
+        self._caught_up = caught_up
         timed = self.writer.metrics.stage_seconds.labels
         with timed("decode").time():
             done = self.writer.decode(kind, messages)
+            encoding = self.writer.prepare(kind, done)  # the encoder child works while the detectors learn
         async with self._detecting:
             if done.events:
                 with timed("detect").time():
                     for stage in self.stages:
                         await self.publish(await stage.learn(done.events, done.messages))
                         await self.publish_anomalies(stage.pop_anomalies())
-            self._pending.add(ack, asyncio.get_running_loop().time(), kind, done)
+            self._pending.add(ack, asyncio.get_running_loop().time(), kind, done, encoding=encoding)
         await self._flush_when_due()
 
     async def feedback(self, messages: Sequence[RawMessage], ack: Callable[[], Awaitable[None]]) -> None:
@@ -127,8 +133,10 @@ class StreamHandlers:
         events; past that, wait for it."""
         if not self._due():
             return
-        running = self._flushing is not None and not self._flushing.done()
-        if running and self._pending.events < BACKLOG_BATCHES * self.settings.batch_size:
+        # a flush is running, or someone (the timer, the flush before as it ended) is about to
+        # start one once it has: that one takes these batches too
+        busy = self._flush_gate.locked() or (self._flushing is not None and not self._flushing.done())
+        if busy and self._pending.events < BACKLOG_BATCHES * self.settings.batch_size:
             return
         await self._start_flush()
 
@@ -138,10 +146,15 @@ class StreamHandlers:
             self._next_flush = asyncio.ensure_future(self._start_flush())
 
     def _due(self) -> bool:
+        """A flush is due once ``batch_size`` events pend, or the oldest pending batch is
+        ``flush_seconds`` old - or at once when a backlog (flushed by size) has just been read to
+        its end: what is left of it is stored now, not a ``flush_seconds`` later. A live stream
+        that is always caught up is flushed by time alone, so it makes no more inserts than before."""
         p = self._pending
         return bool(p.acks) and (
             p.events >= self.settings.batch_size
             or asyncio.get_running_loop().time() - p.since >= self.settings.flush_seconds
+            or (self._caught_up and self._in_backlog)
         )
 
     async def _start_flush(self, force: bool = False) -> None:
@@ -153,11 +166,22 @@ class StreamHandlers:
                 if not (self._pending.acks and (force or self._due())):
                     return
                 pending, self._pending = self._pending, _Pending()
+                self._in_backlog = pending.events >= self.settings.batch_size
                 # the detectors' state as of exactly these batches: written last, once all they
                 # caused is stored, so a replay that skips their learning loses nothing
                 pending.checkpoints = [stage.take_checkpoint() for stage in self.stages]
             self._flushing = asyncio.ensure_future(self._flush(pending))
             self._flushing.add_done_callback(self._after_flush)
+
+    def fail(self, error: BaseException) -> None:
+        """A batch failed in a way no retry fixes (a bug, a flush that failed for good): no flush
+        after this point, so nothing from the failed batch on is checkpointed or acked."""
+        if self._failed is None:
+            self._failed = error if isinstance(error, Exception) else RuntimeError(repr(error))
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
 
     async def _end_flush(self) -> None:
         """Wait for the running flush (the caller holds the gate). A flush that failed for good
@@ -217,10 +241,10 @@ class StreamHandlers:
     async def _write_events(self, pending: _Pending) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
         with self.writer.metrics.stage_seconds.labels("write").time():
-            for kind, (events, messages) in pending.by_kind.items():
+            for kind, (events, messages, encodings) in pending.by_kind.items():
                 # a record the store refuses has been seen by the detectors (they learn before the
                 # flush); it is dead-lettered here with the store's reason, the rest is written
-                dead.extend(await self.writer.write(kind, events, messages))
+                dead.extend(await self.writer.write(kind, events, messages, encodings))
         return dead
 
     async def _impact_rows(self, pending: _Pending) -> tuple[list[Any], float]:
@@ -304,7 +328,8 @@ class _Pending:
     detectors' checkpoints."""
 
     def __init__(self) -> None:
-        self.by_kind: dict[EventKind[Any], tuple[list[Any], list[RawMessage]]] = {}
+        #: per kind: events, their messages, and each batch's encoding (None once one batch has none)
+        self.by_kind: dict[EventKind[Any], tuple[list[Any], list[RawMessage], list[Encoding] | None]] = {}
         self.tickets: list[Any] = []
         self.problems: list[ProblemRecord] = []
         self.anomalies: list[Any] = []
@@ -317,14 +342,20 @@ class _Pending:
         self.since = 0.0  #: loop time the oldest pending batch arrived
 
     def add(self, ack: Callable[[], Awaitable[None]], now: float, kind: EventKind[Any] | None = None,
-            done: Processed[Any] | None = None, dead_letters: Sequence[DeadLetter] = ()) -> None:
+            done: Processed[Any] | None = None, dead_letters: Sequence[DeadLetter] = (),
+            encoding: Encoding | None = None) -> None:
         if not self.acks:
             self.since = now
         if kind is not None and done is not None:
             if done.events:
-                events, messages = self.by_kind.setdefault(kind, ([], []))
+                events, messages, encodings = self.by_kind.get(kind, ([], [], []))
                 events.extend(done.events)
                 messages.extend(done.messages)
+                if encodings is not None and encoding is not None:
+                    encodings.append(encoding)
+                else:
+                    encodings = None  # the flush encodes this kind's rows itself
+                self.by_kind[kind] = (events, messages, encodings)
                 if kind is TICKETS:
                     self.tickets.extend(done.events)
             self.dead_letters.extend(done.dead_letters)

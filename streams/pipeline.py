@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from opsintel.events import decode_change, decode_monitoring, decode_ticket
-from sinks.clickhouse import ClickHouseStore
+from sinks.clickhouse import TABLES_BY_NAME, ClickHouseStore
+from sinks.clickhouse.native import Encoding, EncodingFailed
 from sinks.deadletter import DeadLetter
 from sinks.exceptions import SchemaError, SinkRejected, SinkUnavailable
 from streams.metrics import WorkerMetrics
@@ -123,9 +124,32 @@ class BatchWriter:
         self.metrics.count_dead_letters(dead)
         return Processed(events, kept, dead)
 
-    async def write(self, kind: EventKind[E], events: list[E], kept: list[RawMessage]) -> list[DeadLetter]:
-        """Write decoded events; returns the dead letters of those the store refused (rare: a
-        poison record is isolated by halving the batch), the rest is written."""
+    def prepare(self, kind: EventKind[E], done: Processed[E]) -> Encoding | None:
+        """Start encoding a decoded batch for its insert now, in the store's encoder child (None
+        without one): it encodes while the detectors learn the batch, and the flush only inserts."""
+        encoder = self.store.encoder
+        if encoder is None or not done.events:
+            return None
+        table = TABLES_BY_NAME[kind.table]
+        if not encoder.takes(table, done.events):
+            return None
+        return encoder.submit(table, done.events, ([m.partition for m in done.messages],
+                                                   [m.offset for m in done.messages]))
+
+    async def write(self, kind: EventKind[E], events: list[E], kept: list[RawMessage],
+                    encodings: Sequence[Encoding] | None = None) -> list[DeadLetter]:
+        """Write decoded events (already encoded, if ``encodings`` has each batch of them); returns
+        the dead letters of those the store refused (rare: a poison record is isolated by halving
+        the batch), the rest is written."""
+        if encodings:
+            try:
+                await self.retrying(kind.table, self.store.insert_encoded, kind.table, encodings)
+            except (EncodingFailed, _Rejected) as e:
+                # encoded from the rows again, in process, where a poison record can be isolated
+                log.info("%s: the encoded batch did not go in (%s); writing its rows", kind.table, e)
+            else:
+                self.metrics.written.labels(kind.table).inc(len(events))
+                return []
         rejected = await self._write(kind, events, kept)
         self.metrics.count_dead_letters(rejected)
         return rejected

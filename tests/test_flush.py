@@ -271,3 +271,38 @@ def test_batches_pile_up_behind_a_running_flush_which_starts_the_next(chdb_store
         assert acked == [0, 1, 2] and counts(chdb_store)["ticket_events"] == 1500
 
     asyncio.run(run())
+
+
+def test_the_end_of_a_backlog_is_flushed_at_once_a_live_stream_by_time(chdb_store: ClickHouseStore) -> None:
+    """Once a backlog (flushed by size) has been read to its end, its remainder is stored at once,
+    not flush_seconds later; a stream that is not behind waits for flush_seconds as before."""
+    events = first_events(1100)
+    acked: list[int] = []
+
+    def ack(i: int) -> Callable[[], Awaitable[None]]:
+        async def done() -> None:
+            acked.append(i)
+        return done
+
+    async def settle(want: list[int], tries: int = 100) -> None:
+        for _ in range(tries):
+            if acked == want:
+                return
+            await asyncio.sleep(0.05)
+
+    async def run() -> None:
+        handlers, _, _ = make(chdb_store, batch_size=500, flush_seconds=3600)
+        await handlers.events(TICKETS, messages(events[:100], 0), ack(0), caught_up=True)  # live
+        await settle([0], tries=6)
+        assert acked == []  # caught up, but never behind: flushed by time only
+        await handlers.events(TICKETS, messages(events[100:700], 100), ack(1))  # a backlog: due by size
+        await settle([0, 1])
+        assert acked == [0, 1]
+        await handlers.events(TICKETS, messages(events[700:1000], 700), ack(2), caught_up=True)  # its end
+        await settle([0, 1, 2])
+        assert acked == [0, 1, 2]
+        await handlers.events(TICKETS, messages(events[1000:], 1000), ack(3), caught_up=True)  # live again
+        await settle([0, 1, 2, 3], tries=6)
+        assert acked == [0, 1, 2]
+
+    asyncio.run(run())

@@ -7,6 +7,7 @@ outlive the worker.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import signal
@@ -15,17 +16,22 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from opsintel.catalog import Catalog
 from opsintel.events import ChangeEvent, MonitoringEvent
+from opsintel.events import encode as encode_event
 from opsintel.impact import ImpactModel
 from sinks.clickhouse import TABLES_BY_NAME, ClickHouseStore
-from sinks.clickhouse.native import NativeEncoder
+from sinks.clickhouse.native import Encoding, NativeEncoder
+from sinks.deadletter import DeadLetter
 from sinks.exceptions import SinkRejected
+from streams.metrics import WorkerMetrics
+from streams.pipeline import TICKETS, BatchWriter, RawMessage
 from tests.support import WorkerProcess
-from tests.test_stream_stages import first_events
+from tests.test_stream_stages import first_events, messages
 
 T0 = datetime(2016, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -115,6 +121,36 @@ def test_any_failure_on_the_child_road_falls_back_to_encoding_in_process(
     monkeypatch.setattr(pool, "submit", unreachable)
     child.insert_ticket_events(first_events(50), [0] * 50, list(range(50)))
     assert child.table_counts(["ticket_events"]) == {"ticket_events": 50}
+
+
+def test_the_worker_s_encoded_batches_store_what_its_rows_would_and_a_poison_record_is_still_isolated(
+        stores: tuple[ClickHouseStore, ClickHouseStore]) -> None:
+    """Batches encoded as they are decoded (BatchWriter.prepare) go in as one insert per flush;
+    when that insert cannot (a value the columns cannot hold), the rows are written the usual way,
+    which isolates the record and dead-letters it."""
+    plain, child = stores
+    events = first_events(2000)
+    msgs = messages(events, 0)
+
+    async def run() -> list[DeadLetter]:
+        writer = BatchWriter(child, WorkerMetrics())
+        batches = [writer.decode(TICKETS, msgs[i:i + 500]) for i in range(0, 2000, 500)]
+        encodings = [writer.prepare(TICKETS, b) for b in batches]
+        assert all(e is not None for e in encodings)
+        dead = await writer.write(TICKETS, [e for b in batches for e in b.events],
+                                  [m for b in batches for m in b.messages], cast(list[Encoding], encodings))
+        # a poison record: a Kafka partition a UInt16 cannot hold
+        bad = [RawMessage("t.tickets", 70_000, 9, encode_event(events[0]), {})]
+        done = writer.decode(TICKETS, bad)
+        encoding = writer.prepare(TICKETS, done)
+        assert encoding is not None
+        return dead + await writer.write(TICKETS, done.events, done.messages, [encoding])
+
+    dead = asyncio.run(run())
+    assert [d.reason.split(":")[0] for d in dead] == ["sink_rejected"]
+    plain.insert_ticket_events(events, [0] * len(events), list(range(len(events))))
+    assert digest(child, "ticket_events") == digest(plain, "ticket_events")
+    assert digest(child, "incidents") == digest(plain, "incidents")
 
 
 def _alive(pid: int) -> bool:

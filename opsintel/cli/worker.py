@@ -43,9 +43,13 @@ def run(args: argparse.Namespace) -> int:
     tune_malloc()
     try:
         worker.execute_from_commandline()
+    except SystemExit as e:
+        if e.code not in (0, None) or app.opsintel.fatal is None:  # type: ignore[attr-defined]
+            raise
     finally:
         app.opsintel.writer.close()  # type: ignore[attr-defined]
-    return 0
+    # a failed batch stopped the worker: not a clean exit (a supervisor restarts it; it replays the batch)
+    return 1 if app.opsintel.fatal is not None else 0  # type: ignore[attr-defined]
 
 
 def tune_gc() -> None:

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import cache
 from types import GenericAlias
@@ -119,11 +119,43 @@ def _exit_when_orphaned(parent: int, interval: float = 0.5) -> None:
     os._exit(0)
 
 
+class Encoding:
+    """A batch being encoded by the child (:meth:`NativeEncoder.submit`); :meth:`result` waits for it."""
+
+    def __init__(self, encoder: NativeEncoder, pool: ProcessPoolExecutor, path: str,
+                 future: Future[str]) -> None:
+        self._encoder, self._pool, self._path, self._future = encoder, pool, path, future
+        self._block: bytes | None = None
+
+    def result(self) -> bytes:
+        """The Native blocks; raises :class:`EncodingFailed` if the child could not make them (the
+        caller then encodes the rows in process). Once read, the bytes are kept: a retried insert
+        asks again."""
+        if self._block is None:
+            try:
+                with open(self._future.result(), "rb") as f:
+                    self._block = f.read()
+            except BrokenProcessPool as e:
+                self._encoder._lost(self._pool)
+                raise EncodingFailed("the insert encoder's child process died") from e
+            except Exception as e:
+                raise EncodingFailed(f"encoding in the child failed: {e!r}") from e
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path)
+        return self._block
+
+
+class EncodingFailed(Exception):
+    """The child could not encode a batch (it died, or the rows do not fit the columns)."""
+
+
 class NativeEncoder:
     """Encodes insert batches of typed rows in one child process (started by :meth:`start`).
 
-    :meth:`encode` blocks its caller (the store's thread) until the child answers; the GIL is free
-    meanwhile. Thread-safe; one batch at a time is what the store sends anyway.
+    :meth:`submit` hands a batch over and returns at once (the worker submits each batch as it is
+    decoded, so the child encodes it while the detectors learn it); :meth:`encode` waits for the
+    bytes, and encodes in process if the child cannot. Thread-safe.
     """
 
     def __init__(self) -> None:
@@ -143,39 +175,54 @@ class NativeEncoder:
                                                  initializer=_child_init)
                 self._pool.submit(int)  # starts the child process
 
-    def encode(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> bytes:
-        if table.name not in ROW_TYPES or not rows or isinstance(rows[0], dict):
-            return encode(table, rows, extra)
+    def takes(self, table: Table, rows: Sequence[Any]) -> bool:
+        """Whether :meth:`submit` encodes these rows in the child (typed rows of an event or impact table)."""
+        return table.name in ROW_TYPES and bool(rows) and not isinstance(rows[0], dict) and not self._closed
+
+    def submit(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> Encoding | None:
+        """Start encoding ``rows`` (+ ``extra`` columns) in the child; None if it does not take them."""
+        if not self.takes(table, rows):
+            return None
         self.start()
         pool, spool = self._pool, self._spool
-        if pool is None or spool is None:  # closed
-            return encode(table, rows, extra)
+        if pool is None or spool is None:  # closed meanwhile
+            return None
         pack = msgspec.msgpack.encode
         packed = pack([(msgspec.Raw(pack(rows[i : i + CHUNK_ROWS])), [list(c[i : i + CHUNK_ROWS]) for c in extra])
                        for i in range(0, len(rows), CHUNK_ROWS)])
         fd, path = tempfile.mkstemp(suffix=".batch", dir=spool)
+        with os.fdopen(fd, "wb") as f:
+            f.write(packed)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(packed)
-            del packed
-            with open(pool.submit(_encode_file, table.name, path).result(), "rb") as f:
-                return f.read()
-        except BrokenProcessPool:
-            log.warning("the insert encoder's child process died; encoding this batch in process and "
-                        "starting a new child")
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            pool.shutdown(wait=False)
-        except Exception as e:
-            # the child is only a faster road to the same bytes: whatever went wrong on it (a value
-            # the columns cannot hold included), the batch takes the in-process road, which says
-            # so in the store's own terms
-            log.debug("encoding %s in the child failed (%r); encoding in process", table.name, e)
-        finally:
+            future = pool.submit(_encode_file, table.name, path)
+        except (BrokenProcessPool, RuntimeError):  # died, or shut down meanwhile
+            self._lost(pool)
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            return None
+        return Encoding(self, pool, path, future)
+
+    def encode(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> bytes:
+        """The Native blocks of ``rows`` (+ ``extra`` columns): from the child where it takes them."""
+        encoding = self.submit(table, rows, extra)
+        if encoding is not None:
+            try:
+                return encoding.result()
+            except EncodingFailed as e:
+                # the child is only a faster road to the same bytes: whatever went wrong on it (a
+                # value the columns cannot hold included), the batch takes the in-process road,
+                # which says so in the store's own terms
+                log.debug("%s; encoding %s in process", e, table.name)
         return encode(table, rows, extra)
+
+    def _lost(self, pool: ProcessPoolExecutor) -> None:
+        """The child died: the next batch starts a new one."""
+        with self._lock:
+            if self._pool is not pool:
+                return
+            self._pool = None
+        log.warning("the insert encoder's child process died; a new one starts with the next batch")
+        pool.shutdown(wait=False)
 
     def pids(self) -> list[int]:
         """The child's process id, once it runs (for memory accounting)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
 from sinks.clickhouse.analytics_store import AnalyticsWrites, _columns
-from sinks.clickhouse.native import ROW_TYPES, NativeEncoder
+from sinks.clickhouse.native import ROW_TYPES, Encoding, NativeEncoder
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
 from sinks.deadletter import DeadLetter
 from sinks.exceptions import SchemaError, SinkError, SinkRejected, SinkUnavailable
@@ -170,6 +170,11 @@ class ClickHouseStore(AnalyticsWrites):
         if not events:
             return
         self._insert_objects(table, events, (partitions, offsets))  # the columns end with the Kafka position
+
+    def insert_encoded(self, table_name: str, encodings: Sequence[Encoding]) -> None:
+        """Batches the encoder's child has encoded (:meth:`NativeEncoder.submit`), in one insert.
+        Raises :class:`~sinks.clickhouse.native.EncodingFailed` if one could not be encoded."""
+        self._insert_native(TABLES_BY_NAME[table_name], b"".join(e.result() for e in encodings))
 
     def _insert_objects(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> None:
         """``rows`` (objects or mappings with ``table``'s column names), then the ``extra`` columns

@@ -2,9 +2,11 @@
 
 The reliability tests put this folder first on the worker's ``PYTHONPATH``; Python imports
 ``sitecustomize`` at start-up. When ``OPSINTEL_TEST_STORE_FAULT`` names a marker file, every
-ClickHouse insert fails with :class:`~sinks.exceptions.SinkUnavailable` - what an unreachable
+ClickHouse insert (columns, or Native blocks from the insert encoder's child) fails with
+:class:`~sinks.exceptions.SinkUnavailable` - what an unreachable
 server looks like to the worker - for as long as that file exists. The embedded chDB store cannot
 be stopped from outside like a server, so this is how its outage is simulated.
+``OPSINTEL_TEST_BATCH_FAULT`` (below) makes one batch fail in its handler.
 """
 
 from __future__ import annotations
@@ -25,3 +27,31 @@ if _marker:
         return _real_insert(self, table, columns)
 
     _store.ClickHouseStore._insert = _insert  # type: ignore[method-assign]
+
+    _real_insert_native = _store.ClickHouseStore._insert_native
+
+    def _insert_native(self, table, block):  # type: ignore[no-untyped-def]
+        # batches encoded by the worker's encoder child reach ClickHouse here instead
+        if os.path.exists(_marker):
+            raise SinkUnavailable(f"injected fault: ClickHouse unreachable while {_marker} exists")
+        return _real_insert_native(self, table, block)
+
+    _store.ClickHouseStore._insert_native = _insert_native  # type: ignore[method-assign]
+
+# OPSINTEL_TEST_BATCH_FAULT=N: the Nth batch handed to the handlers raises, once (a bug in the
+# handler code, as far as the worker can tell)
+_batch_fault = int(os.environ.get("OPSINTEL_TEST_BATCH_FAULT") or 0)
+
+if _batch_fault:
+    from streams import handlers as _handlers
+
+    _real_events = _handlers.StreamHandlers.events
+    _calls = [0]
+
+    async def _events(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _calls[0] += 1
+        if _calls[0] == _batch_fault:
+            raise RuntimeError(f"injected fault: batch {_batch_fault} fails in its handler")
+        return await _real_events(self, *args, **kwargs)
+
+    _handlers.StreamHandlers.events = _events  # type: ignore[method-assign]
