@@ -15,6 +15,13 @@ inserts, in batches of ``--batch`` rows (10,000: the worker's default batch unti
 * ``anomalies``: synthetic :class:`detectors.AnomalyRow` s (``anomaly_row`` over 50 services × hourly
   intervals; the shape the trend monitor writes).
 
+* ``ticket_events+incidents, child-encoded`` and ``incident_impact, child-encoded``: the worker's
+  path since session 6 - each batch is handed to the insert encoder's child process
+  (``NativeEncoder.submit``, as the worker does when it decodes a batch) and inserted
+  (``insert_encoded``, the bytes through clickhouse-connect's ``raw_insert``) once encoded, while
+  the child encodes the next batches (two in flight); the clock covers handing over, encoding and
+  inserting every batch.
+
 Only the insert calls are timed (after one warm-up insert per table in a scratch store:
 clickhouse-connect imports pandas on its first insert), and each case starts once chDB runs no
 background merge: it goes on merging the parts of the case before for up to ~0.5 s, which overlapped
@@ -37,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +60,7 @@ from opsintel.events import TicketEvent  # noqa: E402
 from opsintel.impact import ImpactModel  # noqa: E402
 from sinks.clickhouse import TABLES_BY_NAME, ClickHouseStore  # noqa: E402
 from sinks.clickhouse.analytics_store import _columns  # noqa: E402
+from sinks.clickhouse.native import Encoding, NativeEncoder  # noqa: E402
 from sinks.clickhouse.store import _sendable  # noqa: E402
 from streams.adapters import read_events  # noqa: E402
 from streams.adapters._base import Rejected  # noqa: E402
@@ -94,7 +103,33 @@ def timed(batches: list[Sequence[Any]], insert: Inserter) -> float:
     for b in batches:
         insert(b, offset)
         offset += len(b)
+    if isinstance(insert, ChildEncoded):
+        insert.finish()
     return time.perf_counter() - started
+
+
+class ChildEncoded:
+    """The worker's insert path with the encoder child: each batch is handed to the child as soon as
+    it exists (the worker does it as a batch is decoded) and inserted once the child has encoded it,
+    while the child encodes the next ones - here up to ``ahead`` batches in flight."""
+
+    def __init__(self, store: ClickHouseStore, table: str, with_position: bool, ahead: int = 2) -> None:
+        assert store.encoder is not None
+        self.store, self.encoder, self.table, self.ahead = store, store.encoder, table, ahead
+        self.with_position = with_position
+        self.in_flight: deque[Encoding] = deque()
+
+    def __call__(self, batch: Sequence[Any], offset: int) -> None:
+        extra = ([0] * len(batch), list(range(offset, offset + len(batch)))) if self.with_position else ()
+        encoding = self.encoder.submit(TABLES_BY_NAME[self.table], batch, extra)
+        assert encoding is not None
+        self.in_flight.append(encoding)
+        if len(self.in_flight) > self.ahead:
+            self.store.insert_encoded(self.table, [self.in_flight.popleft()])
+
+    def finish(self) -> None:
+        while self.in_flight:
+            self.store.insert_encoded(self.table, [self.in_flight.popleft()])
 
 
 def columns_only(table: str, batches: list[Sequence[Any]], *, as_store: bool = True) -> float:
@@ -115,7 +150,7 @@ def columns_only(table: str, batches: list[Sequence[Any]], *, as_store: bool = T
 
 
 def _table(case: str) -> str:
-    return "ticket_events" if case.startswith("ticket_events") else case
+    return "ticket_events" if case.startswith("ticket_events") else case.split(",")[0]
 
 
 def main() -> None:
@@ -139,17 +174,25 @@ def main() -> None:
             b, [0] * len(b), range(o, o + len(b)))),
         "incident_impact": (len(impact), imp_batches, lambda s: lambda b, _o: s.insert_incident_impact(b)),
         "anomalies": (len(anomaly_rows), an_batches, lambda s: lambda b, _o: s.insert_anomalies(b)),
+        "ticket_events+incidents, child-encoded": (len(events), ev_batches,
+                                                   lambda s: ChildEncoded(s, "ticket_events", True)),
+        "incident_impact, child-encoded": (len(impact), imp_batches,
+                                           lambda s: ChildEncoded(s, "incident_impact", False)),
     }  # fmt: skip
     if args.only:
         cases = {k: v for k, v in cases.items() if k in args.only.split(",")}
     rates: dict[str, list[float]] = {k: [] for k in cases}
     conv: dict[str, list[float]] = {k: [] for k in cases}
     plain: dict[str, list[float]] = {k: [] for k in cases}
-    with tempfile.TemporaryDirectory() as tmp:  # warm-up: clickhouse-connect imports pandas on its first insert
+    encoder = NativeEncoder()
+    encoder.start()
+    with tempfile.TemporaryDirectory() as tmp:  # warm-up: the first insert of each case, the encoder child
         store = ClickHouseStore(f"chdb://{tmp}/chdb", "bench")
         store.migrate()
-        for _n, batches, make in cases.values():
-            make(store)(batches[0][:100], 0)
+        for name, (_n, batches, make) in cases.items():
+            store.encoder = encoder if name.endswith("child-encoded") else None
+            timed([batches[0][:100]], make(store))
+        store.encoder = None
         store.close()
     for run in range(args.runs):
         # the column work is timed before the store exists: right after the inserts, chDB's
@@ -162,7 +205,9 @@ def main() -> None:
             line = []
             for name, (n, batches, make) in cases.items():
                 settle(store)
+                store.encoder = encoder if name.endswith("child-encoded") else None
                 seconds = timed(batches, make(store))
+                store.encoder = None
                 rates[name].append(n / seconds)
                 conv[name].append(conv_s[name] / seconds)
                 plain[name].append(plain_s[name] / seconds)
@@ -170,7 +215,8 @@ def main() -> None:
                 line.append(f"{name} {n / seconds:>9,.0f} rows/s ({seconds:.2f}s, columns {share:.0%})")
             counts = store.table_counts(["ticket_events", "incident_impact", "anomalies"])
             store.close()
-        print(f"run {run + 1}: " + "; ".join(line) + f"   [stored: {counts}]")
+        print(f"run {run + 1}: " + "; ".join(line) + f"   [stored: {counts}]", flush=True)
+    encoder.close()
     for name in cases:
         med = statistics.median(rates[name])
         print(f"median {name:24} {med:>9,.0f} rows/s  (runs {' / '.join(f'{r:,.0f}' for r in rates[name])}; "
