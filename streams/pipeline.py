@@ -131,7 +131,7 @@ class BatchWriter:
         if encoder is None or not done.events:
             return None
         table = TABLES_BY_NAME[kind.table]
-        if not encoder.takes(table, done.events):
+        if not encoder.takes(table, done.events):  # (before listing the positions submit would not use)
             return None
         return encoder.submit(table, done.events, ([m.partition for m in done.messages],
                                                    [m.offset for m in done.messages]))

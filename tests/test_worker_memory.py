@@ -15,7 +15,7 @@ from tests.support import ROOT
 PROBE = """
 import ctypes, sys
 sys.path.insert(0, {root!r})
-from opsintel.cli.worker import tune_malloc
+from opsintel.memory import tune_malloc
 if {tuned}:
     assert tune_malloc()
 FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"

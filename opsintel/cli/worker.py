@@ -6,9 +6,7 @@ import argparse
 import gc
 import logging
 
-from opsintel.memory import MMAP_THRESHOLD, tune_malloc
-
-__all__ = ["GC_YOUNG_THRESHOLD", "MMAP_THRESHOLD", "register", "run", "tune_gc", "tune_malloc"]
+from opsintel.memory import tune_malloc
 
 log = logging.getLogger(__name__)
 

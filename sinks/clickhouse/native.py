@@ -62,9 +62,9 @@ def encode(table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = (
     from clickhouse_connect.driver.insert import InsertContext
     from clickhouse_connect.driver.transform import NativeTransform
 
-    from sinks.clickhouse.store import _no_dataframe_probe, _sendable
+    from sinks.clickhouse.store import _no_array_library_probes, _sendable
 
-    _no_dataframe_probe()
+    _no_array_library_probes()
     names = table.column_names[: len(table.column_names) - len(extra)]
     columns = _columns(rows, names) + [list(c) for c in extra]
     context = InsertContext(table.name, table.column_names, [get_from_name(t) for t in table.column_types],
@@ -225,7 +225,7 @@ class NativeEncoder:
         pool.shutdown(wait=False)
 
     def pids(self) -> list[int]:
-        """The child's process id, once it runs (for memory accounting)."""
+        """The child's process id, once it runs (the tests use it; bench_rss reads the process tree)."""
         pool = self._pool
         processes = getattr(pool, "_processes", None) or {}
         return list(processes)

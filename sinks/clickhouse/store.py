@@ -103,7 +103,7 @@ class ClickHouseStore(AnalyticsWrites):
                     from pathlib import Path
 
                     Path(path).mkdir(parents=True, exist_ok=True)
-            _no_dataframe_probe()
+            _no_array_library_probes()
             try:
                 kwargs: dict[str, Any] = {"dsn": self.dsn}
                 if self._password and not self.is_embedded:
@@ -266,7 +266,7 @@ class ClickHouseStore(AnalyticsWrites):
         return out
 
 
-def _no_dataframe_probe() -> None:
+def _no_array_library_probes() -> None:
     """Keep clickhouse-connect from importing pandas and numpy just to rule them out.
 
     Its ``insert`` checks the data against ``pandas.DataFrame`` and ``numpy.ndarray``, importing

@@ -19,24 +19,17 @@ if _marker:
     from sinks.clickhouse import store as _store
     from sinks.exceptions import SinkUnavailable
 
-    _real_insert = _store.ClickHouseStore._insert
+    def _down_while_marked(real):  # type: ignore[no-untyped-def]
+        def insert(self, table, data):  # type: ignore[no-untyped-def]
+            if os.path.exists(_marker):
+                raise SinkUnavailable(f"injected fault: ClickHouse unreachable while {_marker} exists")
+            return real(self, table, data)
+        return insert
 
-    def _insert(self, table, columns):  # type: ignore[no-untyped-def]
-        if os.path.exists(_marker):
-            raise SinkUnavailable(f"injected fault: ClickHouse unreachable while {_marker} exists")
-        return _real_insert(self, table, columns)
-
-    _store.ClickHouseStore._insert = _insert  # type: ignore[method-assign]
-
-    _real_insert_native = _store.ClickHouseStore._insert_native
-
-    def _insert_native(self, table, block):  # type: ignore[no-untyped-def]
-        # batches encoded by the worker's encoder child reach ClickHouse here instead
-        if os.path.exists(_marker):
-            raise SinkUnavailable(f"injected fault: ClickHouse unreachable while {_marker} exists")
-        return _real_insert_native(self, table, block)
-
-    _store.ClickHouseStore._insert_native = _insert_native  # type: ignore[method-assign]
+    # every insert reaches ClickHouse through one of these two: columns, or Native blocks from the
+    # worker's encoder child
+    for _name in ("_insert", "_insert_native"):
+        setattr(_store.ClickHouseStore, _name, _down_while_marked(getattr(_store.ClickHouseStore, _name)))
 
 # OPSINTEL_TEST_BATCH_FAULT=N: the Nth batch handed to the handlers raises, once (a bug in the
 # handler code, as far as the worker can tell)
