@@ -18,6 +18,19 @@ import pytest
 from tests.support import ROOT, WorkerProcess, free_port
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A test that failed while worker processes ran reports their logs, with the stacks of the
+    threads and asyncio tasks of those still running (a worker that hangs says where)."""
+    report = yield
+    if report.when == "setup":
+        WorkerProcess.started.clear()
+    if report.failed and report.when in ("setup", "call"):
+        for worker in WorkerProcess.started:
+            report.sections.append((f"worker log {worker.log.name}", worker.diagnose()))
+    return report
+
+
 @pytest.fixture
 def chdb_store(tmp_path: Path) -> Iterator[object]:
     """A migrated embedded ClickHouse store in a temp folder."""

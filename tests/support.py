@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import SecretStr
@@ -23,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,6 +32,9 @@ def free_port() -> int:
 
 class WorkerProcess:
     """An ``opsintel worker`` child process."""
+
+    #: the workers started by the running test (the conftest reports their logs if it fails)
+    started: ClassVar[list[WorkerProcess]] = []
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
@@ -45,6 +48,8 @@ class WorkerProcess:
                 [sys.executable, "-m", "opsintel.cli", "worker"], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, cwd=ROOT,
             )
+        if self not in WorkerProcess.started:
+            WorkerProcess.started.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"worker exited early:\n{self.log.read_text()[-3000:]}"
@@ -55,6 +60,22 @@ class WorkerProcess:
             except OSError:
                 time.sleep(0.3)
         raise AssertionError(f"worker not healthy in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def diagnose(self, tail: int = 8_000) -> str:
+        """The end of its log and, from a worker still running, the stacks of its threads and
+        asyncio tasks (Faust's ``SIGUSR1``): for a test that failed waiting on it."""
+        before = self.log.read_text(errors="replace")
+        out = f"{self.log.name}, last {tail} characters:\n{before[-tail:]}"
+        if self.proc is None or self.proc.poll() is not None:
+            return out + f"\n[exited with status {self.proc and self.proc.returncode}]"
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the dump is written at once unless its event loop is blocked
+            time.sleep(1)
+            after = self.log.read_text(errors="replace")[len(before):]
+            if after and after == self.log.read_text(errors="replace")[len(before):]:
+                return out + f"\n[still running; its stacks:]\n{after}"
+        return out + "\n[still running; no stacks in 10 s: its event loop is blocked]"
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
