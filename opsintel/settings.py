@@ -98,6 +98,13 @@ class Settings(BaseSettings):
             "at least this often (0: after every batch)."
         ),
     )
+    shutdown_seconds: float = Field(
+        30.0, gt=0,
+        description=(
+            "OPSINTEL_SHUTDOWN_SECONDS: on stop, wait this long at most for the pending batches to be "
+            "stored and committed; past it (ClickHouse down) stop without them, a restart replays them."
+        ),
+    )
     encode_process: bool = Field(
         True,
         description=(

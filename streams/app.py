@@ -28,7 +28,7 @@ from sinks.clickhouse import ClickHouseStore
 from sinks.clickhouse.native import NativeEncoder
 from sinks.itsm import ItsmDelivery
 from streams.detection import PartitionedDetector, owning_service
-from streams.handlers import StreamHandlers
+from streams.handlers import FlushFailed, StreamHandlers
 from streams.impact_stage import ImpactStage
 from streams.metrics import WorkerMetrics
 from streams.monitor import BatchMonitor
@@ -56,6 +56,37 @@ class WorkerState:
     recurring: PartitionedDetector | None = None
     #: the error that stopped the worker (a failed batch): it exits with status 1
     fatal: BaseException | None = None
+
+
+class WorkerApp(faust.App):
+    """The Faust app, storing what it has read when it stops - for a bounded time."""
+
+    #: seconds a stop waits for the pending batches to be stored, checkpointed and acked
+    shutdown_seconds: float = 30.0
+    #: the agents' handlers (set by :func:`create_app`)
+    handlers: StreamHandlers | None = None
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        # The consumer has stopped reading. Faust waits - without a limit - for every event read to
+        # be acked; here a flush of all that is pending starts at once, and the wait is bounded:
+        # while ClickHouse is down the flush retries for ever, and a stop (a rollout, a node drain)
+        # would wait with it until Kubernetes killed the pod. Past the limit the worker stops with
+        # those batches unacked: whoever next owns their partitions replays them.
+        try:
+            await asyncio.wait_for(self._store_pending(consumer, logger), self.shutdown_seconds)
+        except TimeoutError as e:
+            log.warning("stopping with batches that were not stored in %g s (is ClickHouse down?): they are "
+                        "not committed, and are replayed when the worker starts again", self.shutdown_seconds)
+            if self.handlers is not None:
+                self.handlers.fail(e)  # nothing more is flushed (nor on the revocation that follows)
+                self.handlers.writer.stopping = True  # the running flush gives up at its next failed write
+        except FlushFailed:
+            pass  # a batch failed for good (the worker exits 1): nothing more will be acked
+
+    async def _store_pending(self, consumer: Any, logger: Any) -> None:
+        if self.handlers is not None:
+            await self.handlers.finish()
+        await super()._consumer_wait_empty(consumer, logger)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -99,7 +130,7 @@ def _headers(event: Any) -> dict[str, bytes]:
 def create_app(settings: Settings | None = None) -> faust.App:
     """Build the worker app for ``settings`` (tests pass their own topic prefix and group)."""
     settings = settings or load_settings()
-    app = faust.App(
+    app = WorkerApp(
         settings.consumer_group,
         monitor=BatchMonitor(),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
@@ -123,6 +154,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_enabled=True,
     )
+    app.shutdown_seconds = settings.shutdown_seconds
     # Faust's own aiokafka transport, delivering the input topics as runs of records (streams/transport.py)
     app.transport = RunDeliveryTransport(app.conf.broker_consumer, app)
     metrics = WorkerMetrics()
@@ -163,6 +195,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     handlers = StreamHandlers(settings, state.writer, [recurring, trend], send, impact, itsm,
                               commit=lambda: app.consumer.commit())
     state.recurring = recurring
+    app.handlers = handlers
 
     async def batches(stream: faust.StreamT, handle: Handle, with_headers: bool = False) -> None:
         """Take a batch and hand it over with its ack, to call once everything it caused is durable."""

@@ -67,6 +67,7 @@ class StreamHandlers:
         self._next_flush: asyncio.Future[None] | None = None  #: started by the flush before it, as it ended
         self._in_backlog = False  #: the last flush was due by size: the input is a backlog
         self._caught_up = False  #: the last batch reached the end of its topic
+        self._finishing = False  #: the worker stops: every pending batch is due at once
         self._flush_gate = asyncio.Lock()
         self._failed: Exception | None = None
 
@@ -127,6 +128,12 @@ class StreamHandlers:
         async with self._flush_gate:
             await self._end_flush()
 
+    async def finish(self) -> None:
+        """The worker has stopped reading: flush what is pending now, and any batch still handed
+        over as soon as it is (the caller bounds the wait; see :class:`streams.app.WorkerApp`)."""
+        self._finishing = True
+        await self.flush()
+
     async def _flush_when_due(self) -> None:
         """After a batch: start a flush if one is due. While one runs, batches pile up behind it
         (the running flush starts the next as it ends) up to ``BACKLOG_BATCHES`` × ``batch_size``
@@ -152,7 +159,8 @@ class StreamHandlers:
         that is always caught up is flushed by time alone, so it makes no more inserts than before."""
         p = self._pending
         return bool(p.acks) and (
-            p.events >= self.settings.batch_size
+            self._finishing
+            or p.events >= self.settings.batch_size
             or asyncio.get_running_loop().time() - p.since >= self.settings.flush_seconds
             or (self._caught_up and self._in_backlog)
         )

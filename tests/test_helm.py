@@ -208,6 +208,9 @@ def test_values_schema_rejects_unknown_keys_and_bad_enums(helm: str) -> None:
     assert "securityProtocol" in render_fails(helm, "minimal-values.yaml", kafka__securityProtocol="TLS")
     # a password in the DSN would land in a ConfigMap
     assert "dsn" in render_fails(helm, "minimal-values.yaml", clickhouse__dsn="http://u:secret@ch:8123")
+    # a worker still waiting for ClickHouse when the grace period ends would be killed mid-stop
+    assert "shutdownSeconds must be below" in render_fails(
+        helm, "minimal-values.yaml", worker__shutdownSeconds="60", worker__terminationGracePeriodSeconds="60")
 
 
 def test_values_schema_describes_every_property() -> None:

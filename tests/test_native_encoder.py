@@ -105,6 +105,34 @@ def test_a_dead_child_is_replaced_and_its_batch_still_stored(stores: tuple[Click
     assert len(running) == 1 and running[0] != first, f"expected a new child instead of {first}, found {running}"
 
 
+def test_a_hung_child_is_killed_and_its_batch_encoded_in_process(tmp_path: Path) -> None:
+    """A child that stops answering (here: stopped with SIGSTOP) holds a flush for
+    ``answer_seconds`` at most; then it is killed and replaced, and the batch is stored anyway."""
+    store = ClickHouseStore(f"chdb://{tmp_path / 'ch'}", "hung", encoder=NativeEncoder(answer_seconds=2))
+    encoder = store.encoder
+    assert encoder is not None
+    try:
+        store.migrate()
+        events = first_events(200)
+        store.insert_ticket_events(events[:100], [0] * 100, list(range(100)))
+        (first,) = encoder.pids()
+        os.kill(first, signal.SIGSTOP)
+        started = time.monotonic()
+        store.insert_ticket_events(events[100:], [0] * 100, list(range(100, 200)))
+        waited = time.monotonic() - started
+        assert store.table_counts(["ticket_events"]) == {"ticket_events": 200}
+        assert 2 <= waited < 30, f"the insert waited {waited:.1f} s for a child given 2 s"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(first):
+            time.sleep(0.05)
+        assert not _alive(first), "the hung child was not killed"
+        store.insert_ticket_events(events[:10], [0] * 10, list(range(10)))  # a new child takes the next batch
+        (second,) = encoder.pids()
+        assert second != first
+    finally:
+        store.close()
+
+
 def test_any_failure_on_the_child_road_falls_back_to_encoding_in_process(
         stores: tuple[ClickHouseStore, ClickHouseStore], monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure of the offload itself (here: the call cannot reach the child) is not a store outage

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from functools import cache
 from types import GenericAlias
@@ -119,6 +120,12 @@ def _exit_when_orphaned(parent: int, interval: float = 0.5) -> None:
     os._exit(0)
 
 
+#: seconds the child may take to answer for one batch (a batch of 35,000 ticket events takes
+#: ~0.3 s): a child that takes longer is taken for hung, killed and replaced, and the batch is
+#: encoded in process - a flush never waits on it forever
+ANSWER_SECONDS = 60.0
+
+
 class Encoding:
     """A batch being encoded by the child (:meth:`NativeEncoder.submit`); :meth:`result` waits for it."""
 
@@ -133,17 +140,25 @@ class Encoding:
         asks again."""
         if self._block is None:
             try:
-                with open(self._future.result(), "rb") as f:
+                with open(self._future.result(timeout=self._encoder.answer_seconds), "rb") as f:
                     self._block = f.read()
             except BrokenProcessPool as e:
                 self._encoder._lost(self._pool)
                 raise EncodingFailed("the insert encoder's child process died") from e
+            except FutureTimeout as e:
+                self._encoder._lost(self._pool, hung=True)
+                raise EncodingFailed(f"the insert encoder's child did not answer in {self._encoder.answer_seconds:g} s"
+                                     ) from e
             except Exception as e:
                 raise EncodingFailed(f"encoding in the child failed: {e!r}") from e
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(self._path)
         return self._block
+
+
+def _pids(pool: ProcessPoolExecutor | None) -> list[int]:
+    return list(getattr(pool, "_processes", None) or {})
 
 
 class EncodingFailed(Exception):
@@ -158,7 +173,8 @@ class NativeEncoder:
     bytes, and encodes in process if the child cannot. Thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer_seconds: float = ANSWER_SECONDS) -> None:
+        self.answer_seconds = answer_seconds
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -215,20 +231,25 @@ class NativeEncoder:
                 log.debug("%s; encoding %s in process", e, table.name)
         return encode(table, rows, extra)
 
-    def _lost(self, pool: ProcessPoolExecutor) -> None:
-        """The child died: the next batch starts a new one."""
+    def _lost(self, pool: ProcessPoolExecutor, hung: bool = False) -> None:
+        """The child died (or ``hung``: it is killed): the next batch starts a new one."""
         with self._lock:
             if self._pool is not pool:
                 return
             self._pool = None
-        log.warning("the insert encoder's child process died; a new one starts with the next batch")
-        pool.shutdown(wait=False)
+        if hung:
+            log.warning("the insert encoder's child process %s did not answer in %g s; killed, a new one "
+                        "starts with the next batch", _pids(pool), self.answer_seconds)
+            for pid in _pids(pool):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        else:
+            log.warning("the insert encoder's child process died; a new one starts with the next batch")
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def pids(self) -> list[int]:
         """The child's process id, once it runs (the tests use it; bench_rss reads the process tree)."""
-        pool = self._pool
-        processes = getattr(pool, "_processes", None) or {}
-        return list(processes)
+        return _pids(self._pool)
 
     def close(self) -> None:
         with self._lock:

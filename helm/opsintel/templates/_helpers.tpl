@@ -132,6 +132,9 @@ Fail early on combinations that cannot work, with a message that says what to ch
 {{- else if and .Values.persistence.enabled (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) (has "ReadWriteOnce" .Values.persistence.accessModes) }}
 {{- fail "persistence.enabled with a ReadWriteOnce claim allows a single replica; with a ClickHouse server disable persistence (Faust restores its tables from the changelog topics)" }}
 {{- end }}
+{{- if ge (float64 .Values.worker.shutdownSeconds) (float64 .Values.worker.terminationGracePeriodSeconds) }}
+{{- fail "worker.shutdownSeconds must be below worker.terminationGracePeriodSeconds: a worker still waiting for ClickHouse would be killed before it stops on its own" }}
+{{- end }}
 {{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) (not .Values.kafka.sasl.existingSecret) }}
 {{- fail (printf "kafka.securityProtocol=%s needs kafka.sasl.existingSecret (a Secret with the SASL password)" .Values.kafka.securityProtocol) }}
 {{- end }}
@@ -198,6 +201,7 @@ OPSINTEL_DATA_DIR: {{ include "opsintel.dataDir" . | quote }}
 OPSINTEL_BATCH_SIZE: {{ .Values.worker.batchSize | int64 | quote }}
 OPSINTEL_BATCH_SECONDS: {{ .Values.worker.batchSeconds | quote }}
 OPSINTEL_FLUSH_SECONDS: {{ .Values.worker.flushSeconds | quote }}
+OPSINTEL_SHUTDOWN_SECONDS: {{ .Values.worker.shutdownSeconds | quote }}
 OPSINTEL_ENCODE_PROCESS: {{ .Values.worker.encodeProcess | quote }}
 OPSINTEL_WEB_HOST: "0.0.0.0"
 OPSINTEL_WEB_PORT: {{ .Values.worker.port | int64 | quote }}

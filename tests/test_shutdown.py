@@ -1,0 +1,105 @@
+"""Stopping the worker (SIGTERM: a rollout, a node drain): what it has read is stored and committed
+first; a store that does not take it within ``OPSINTEL_SHUTDOWN_SECONDS`` does not hold the stop
+(before, the worker waited for it forever): those batches stay uncommitted and the next start
+replays them, so nothing is lost either way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.ingest import ensure_topics
+from tests.support import ROOT, WorkerProcess, settings_of, wait_until
+from tests.test_reliability import (
+    FAULTS,
+    SLICE,
+    committed,
+    drain,
+    expected_totals,
+    ingest,
+    metric,
+    progress,
+    store_dir,
+    store_probe,
+)
+
+pytestmark = pytest.mark.integration
+
+#: nothing is flushed by size or time while the test reads: only the stop flushes
+HOLD = {"OPSINTEL_BATCH_SIZE": "1000000", "OPSINTEL_FLUSH_SECONDS": "3600"}
+
+
+def stored(env: dict[str, str]) -> int:
+    """Ticket events in the (stopped) worker's store."""
+    digest = store_probe("digest", store_dir(env), settings_of(env).clickhouse_database)
+    return int(digest["ticket_events"][0])
+
+
+def read_all(worker: WorkerProcess, events: int) -> None:
+    wait_until(lambda: metric(worker.url, "opsintel_events_consumed_total") >= events,
+               message=f"the worker to read all {events} events")
+
+
+def sigterm(worker: WorkerProcess, timeout: float) -> tuple[int, float]:
+    """Its exit status and how long it took to stop."""
+    assert worker.proc is not None
+    started = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    return worker.proc.wait(timeout=timeout), time.monotonic() - started
+
+
+def test_a_stop_stores_and_commits_what_the_worker_has_read(worker_env: dict[str, str], tmp_path: Path) -> None:
+    events, _ = expected_totals(SLICE)
+    ensure_topics(settings_of(worker_env))
+    assert ingest(worker_env, SLICE) == events
+    env = dict(worker_env, **HOLD)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        read_all(worker, events)
+        with progress(env) as p:
+            assert committed(p, settings_of(env).topic("tickets")) == 0, "flushed before the stop"
+        status, _ = sigterm(worker, timeout=90)
+    finally:
+        worker.stop()
+    assert status == 0
+    with progress(env) as p:
+        assert p.remaining() == 0, "the stop left read events uncommitted"
+    assert stored(env) == events
+
+
+def test_a_stop_while_clickhouse_is_down_ends_in_time_and_a_restart_stores_everything(
+        worker_env: dict[str, str], tmp_path: Path) -> None:
+    events, _ = expected_totals(SLICE)
+    ensure_topics(settings_of(worker_env))
+    assert ingest(worker_env, SLICE) == events
+    marker = tmp_path / "clickhouse-down"
+    marker.touch()
+    env = dict(worker_env, **HOLD, OPSINTEL_SHUTDOWN_SECONDS="5")
+    faulty = dict(env, OPSINTEL_TEST_STORE_FAULT=str(marker), PYTHONPATH=os.pathsep.join([str(FAULTS), str(ROOT)]))
+    worker = WorkerProcess(faulty, tmp_path / "faulty.log").start()
+    try:
+        read_all(worker, events)
+        status, took = sigterm(worker, timeout=120)  # (it waited for ever before)
+    finally:
+        worker.stop()
+    assert status == 0
+    # 5 s for the batches, then Faust's own stop (consumer, producer, web): well under the 60 s of
+    # the chart's terminationGracePeriodSeconds
+    assert took < 45, f"the stop took {took:.0f} s with OPSINTEL_SHUTDOWN_SECONDS=5"
+    assert "not stored in 5 s" in (tmp_path / "faulty.log").read_text()
+    with progress(env) as p:
+        assert committed(p, settings_of(env).topic("tickets")) == 0, "committed what was never stored"
+    assert stored(env) == 0
+
+    marker.unlink()
+    restarted = WorkerProcess(dict(env, OPSINTEL_FLUSH_SECONDS="1"), tmp_path / "restarted.log").start()
+    try:
+        drain(env)
+    finally:
+        restarted.stop()
+    assert stored(env) == events
