@@ -42,7 +42,8 @@ class WorkerProcess:
         self.url = f"http://127.0.0.1:{env['OPSINTEL_WEB_PORT']}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90.0) -> WorkerProcess:
+    def launch(self) -> WorkerProcess:
+        """Start the process and return at once (:meth:`start` waits until it is healthy)."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "opsintel.cli", "worker"], env=self.env, stdout=out,
@@ -50,6 +51,11 @@ class WorkerProcess:
             )
         if self not in WorkerProcess.started:
             WorkerProcess.started.append(self)
+        return self
+
+    def start(self, timeout: float = 90.0) -> WorkerProcess:
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"worker exited early:\n{self.log.read_text()[-3000:]}"

@@ -39,7 +39,8 @@ def test_a_batch_failing_in_its_handler_stops_the_worker_unacked_and_a_restart_r
     # small batches, so that the failing third one comes after flushed and committed ones
     base = variant(worker_env, tmp_path / "store", OPSINTEL_BATCH_SIZE="2000", OPSINTEL_FLUSH_SECONDS="0.2")
     faulty = dict(base, OPSINTEL_TEST_BATCH_FAULT="3", PYTHONPATH=os.pathsep.join([str(FAULTS), str(ROOT)]))
-    worker = WorkerProcess(faulty, tmp_path / "faulty.log").start()
+    # launched, not started: it may fail and exit before its health endpoint is ever polled
+    worker = WorkerProcess(faulty, tmp_path / "faulty.log").launch()
     try:
         assert worker.proc is not None
         assert worker.proc.wait(timeout=120) == 1, "the worker did not stop with exit status 1"
