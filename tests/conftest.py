@@ -73,3 +73,12 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess
     w = WorkerProcess(worker_env, tmp_path / "worker.log").start()
     yield w
     w.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts; all stopped at the end, whatever happened."""
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop()

@@ -15,7 +15,7 @@ import pytest
 
 from streams.ingest import ensure_topics
 from tests.support import ROOT, WorkerProcess, settings_of, wait_until
-from tests.test_reliability import (
+from tests.worker_runs import (
     FAULTS,
     SLICE,
     committed,
