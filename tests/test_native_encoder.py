@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import NoReturn, cast
 
 import pytest
 
@@ -129,6 +129,29 @@ def test_a_hung_child_is_killed_and_its_batch_encoded_in_process(tmp_path: Path)
         store.insert_ticket_events(events[:10], [0] * 10, list(range(10)))  # a new child takes the next batch
         (second,) = encoder.pids()
         assert second != first
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("blocked", ["no child process", "full spool disk"])
+def test_a_batch_the_child_cannot_take_is_encoded_in_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blocked: str) -> None:
+    """Handing a batch over happens as the worker decodes it: a failure there must not fail the
+    batch (the worker would stop), only send it the in-process way."""
+    from sinks.clickhouse import native
+
+    def refused(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(*((native, "ProcessPoolExecutor", refused) if blocked == "no child process"
+                          else (native.tempfile, "mkstemp", refused)))
+    store = ClickHouseStore(f"chdb://{tmp_path / 'ch'}", "blocked", encoder=NativeEncoder())
+    try:
+        store.migrate()
+        assert store.encoder is not None
+        assert store.encoder.submit(TABLES_BY_NAME["ticket_events"], first_events(5), ([0] * 5, list(range(5)))) is None
+        store.insert_ticket_events(first_events(50), [0] * 50, list(range(50)))
+        assert store.table_counts(["ticket_events"]) == {"ticket_events": 50}
     finally:
         store.close()
 

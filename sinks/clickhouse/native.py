@@ -199,24 +199,35 @@ class NativeEncoder:
         """Start encoding ``rows`` (+ ``extra`` columns) in the child; None if it does not take them."""
         if not self.takes(table, rows):
             return None
-        self.start()
+        try:
+            self.start()
+        except Exception as e:  # no child to be had (no /dev/shm, no process left): encode in process
+            log.warning("cannot start the insert encoder's child process (%r); encoding in process", e)
+            return None
         pool, spool = self._pool, self._spool
         if pool is None or spool is None:  # closed meanwhile
             return None
-        pack = msgspec.msgpack.encode
-        packed = pack([(msgspec.Raw(pack(rows[i : i + CHUNK_ROWS])), [list(c[i : i + CHUNK_ROWS]) for c in extra])
-                       for i in range(0, len(rows), CHUNK_ROWS)])
-        fd, path = tempfile.mkstemp(suffix=".batch", dir=spool)
-        with os.fdopen(fd, "wb") as f:
-            f.write(packed)
+        path = None
         try:
-            future = pool.submit(_encode_file, table.name, path)
-        except (BrokenProcessPool, RuntimeError):  # died, or shut down meanwhile
-            self._lost(pool)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            pack = msgspec.msgpack.encode
+            packed = pack([(msgspec.Raw(pack(rows[i : i + CHUNK_ROWS])), [list(c[i : i + CHUNK_ROWS]) for c in extra])
+                           for i in range(0, len(rows), CHUNK_ROWS)])
+            fd, path = tempfile.mkstemp(suffix=".batch", dir=spool)
+            with os.fdopen(fd, "wb") as f:
+                f.write(packed)
+            return Encoding(self, pool, path, pool.submit(_encode_file, table.name, path))
+        except Exception as e:
+            # the child is only a faster road: whatever blocks it (it died or shut down meanwhile, a
+            # full disk, a value msgpack cannot carry), the batch takes the in-process one
+            if isinstance(e, BrokenProcessPool | RuntimeError):
+                self._lost(pool)
+            else:
+                log.warning("cannot hand a batch of %s to the insert encoder's child (%r); encoding it in "
+                            "process", table.name, e)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             return None
-        return Encoding(self, pool, path, future)
 
     def encode(self, table: Table, rows: Sequence[Any], extra: Sequence[Sequence[Any]] = ()) -> bytes:
         """The Native blocks of ``rows`` (+ ``extra`` columns): from the child where it takes them."""
