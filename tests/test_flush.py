@@ -172,6 +172,48 @@ def test_a_quiet_stream_is_flushed_by_the_timer_check(chdb_store: ClickHouseStor
     asyncio.run(run())
 
 
+def test_a_stopping_worker_flushes_what_is_pending_and_every_batch_still_handed_over(
+        chdb_store: ClickHouseStore) -> None:
+    """``finish`` (the consumer has stopped reading): nothing waits for size or time any more."""
+    events = first_events(30)
+    acked: list[int] = []
+
+    async def run() -> None:
+        handlers, _, _ = make(chdb_store, batch_size=100_000, flush_seconds=3600)
+
+        async def ack() -> None:
+            acked.append(len(acked))
+
+        await handlers.events(TICKETS, messages(events[:10], 0), ack)
+        await handlers.finish()
+        assert acked == [0] and chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 10}
+        # a batch the agent still held when the consumer stopped: flushed as it is handed over
+        await handlers.events(TICKETS, messages(events[10:], 10), ack)
+        assert handlers._flushing is not None, "the batch handed over after finish() did not start a flush"
+        await handlers.flush()
+        assert acked == [0, 1] and chdb_store.table_counts(["ticket_events"]) == {"ticket_events": 30}
+
+    asyncio.run(run())
+
+
+def test_a_partition_revoked_while_its_high_watermark_is_read_is_not_an_error() -> None:
+    """The assignment is the consumer thread's: between ``assignment()`` and ``highwater(tp)`` a
+    rebalance may take the partition away, and aiokafka then fails an assertion."""
+    import aiokafka
+    from faust.types import TP
+
+    from streams.app import highwater_of
+
+    async def run() -> None:
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")  # never started: nothing assigned
+        with pytest.raises(AssertionError):
+            consumer.highwater(aiokafka.TopicPartition("t.tickets", 0))
+        assert highwater_of(consumer, TP("t.tickets", 0)) is None
+        await consumer.stop()
+
+    asyncio.run(run())
+
+
 def test_after_a_failed_flush_nothing_is_checkpointed_past_it(chdb_store: ClickHouseStore) -> None:
     """A flush that fails for good (not a retryable outage) leaves its batches unacked; a later
     checkpoint would cover them and a restart would skip their learning, so flushing stops."""
