@@ -65,7 +65,8 @@ class ImpactStage:
         # a ticket whose state is not in memory and whose batch does not start its life: rebuild it
         missing = {k for k, v in first_version.items() if v > 0 and self.model.state(*k) is None}
         if missing:
-            history = await self.writer.call(load_ticket_history, self.writer.store, missing)
+            # retried like a write: during an outage the flush waits for ClickHouse, it does not fail
+            history = await self.writer.retrying("ticket_events", load_ticket_history, self.writer.store, missing)
             self.model.restore(history)
         return self.model.rows_for(tickets)
 
