@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,6 +85,23 @@ def status_kb(pid: int, key: str) -> int:
     return total
 
 
+def peaks_by_process(pid: int) -> dict[str, int]:
+    """Each process's own ``VmHWM`` (kB): the worker, the insert encoder's child, the rest."""
+    out: dict[str, int] = {}
+    for p in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, StopIteration):
+            continue
+        name = ("worker" if p == pid else "encoder child" if b"spawn_main" in cmdline
+                else "resource tracker" if b"resource_tracker" in cmdline else "other")
+        out[name] = out.get(name, 0) + hwm
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
     out: list[int] = []
     try:
@@ -99,10 +117,13 @@ def _descendants(pid: int) -> list[int]:
 @dataclass
 class RunResult:
     hwm: int  #: VmHWM (kB) when the group had committed everything
+    by_process: dict[str, int]  #: that peak, per process
     seconds: float
     rate: float
     at: dict[float, int]  #: VmRSS (kB) at the first sample with that share committed
     samples: list[tuple[float, float, int]]  #: (seconds, share committed, VmRSS kB)
+    #: per sample, the embedded engine's tracked memory (kB; the worker's /metrics, updated every 5 s)
+    engine: list[int]
 
 
 def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir: Path, group: str) -> RunResult:
@@ -113,6 +134,7 @@ def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir
     assert w.proc is not None
     pid = w.proc.pid
     samples: list[tuple[float, float, int]] = []  # (seconds, share committed, VmRSS kB)
+    engine: list[int] = []
     done = threading.Event()
     share = [0.0]
     started = time.monotonic()
@@ -121,6 +143,7 @@ def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir
         while not done.is_set():
             try:
                 samples.append((time.monotonic() - started, share[0], status_kb(pid, "VmRSS")))
+                engine.append(engine_kb(w.url))
             except (OSError, KeyError):
                 return
             done.wait(1.0)
@@ -137,10 +160,12 @@ def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir
                 time.sleep(1.0)
         elapsed = time.monotonic() - started
         hwm = status_kb(pid, "VmHWM")
+        by_process = peaks_by_process(pid)
         rss_end = status_kb(pid, "VmRSS")
         done.set()
         sampler.join()
         samples.append((elapsed, 1.0, rss_end))
+        engine.append(engine_kb(w.url))
     finally:
         done.set()
         w.stop()
@@ -148,7 +173,18 @@ def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir
     def at(frac: float) -> int:
         return next(kb for _, s, kb in samples if s >= frac)
 
-    return RunResult(hwm, elapsed, total / elapsed, {f: at(f) for f in (0.1, 0.5, 1.0)}, samples)
+    return RunResult(hwm, by_process, elapsed, total / elapsed, {f: at(f) for f in (0.1, 0.5, 1.0)}, samples, engine)
+
+
+def engine_kb(url: str) -> int:
+    """The embedded engine's tracked memory, from the worker's ``/metrics`` (0 if not there yet)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            lines = r.read().decode().splitlines()
+    except OSError:
+        return 0
+    name = "opsintel_clickhouse_embedded_memory_bytes "
+    return next((int(float(line.split()[1])) // 1024 for line in lines if line.startswith(name)), 0)
 
 
 def mb(kb: float) -> str:
@@ -211,9 +247,17 @@ def measure(args: argparse.Namespace, events: list[TicketEvent], shift: timedelt
                   f"{args.copies}× {mb(long.hwm)} ({long.seconds:.0f}s, {long.rate:,.0f} ev/s), "
                   f"ratio {ratio:.2f};  {args.copies}× RSS at 10 % {mb(long.at[0.1])}, 50 % {mb(long.at[0.5])}, "
                   f"100 % {mb(long.at[1.0])}", flush=True)
+            print(f"  peaks per process, 1× / {args.copies}×: " + ", ".join(
+                f"{name} {mb(short.by_process.get(name, 0))} / {mb(kb)}" for name, kb in long.by_process.items()))
             step = max(1, len(long.samples) // 20)
-            print("  trace (s, committed, RSS MB): " + ", ".join(
-                f"{t:.0f}s {s:.0%} {kb / 1024:.0f}" for t, s, kb in long.samples[::step]), flush=True)
+            print("  trace (s, committed, RSS MB, of which the embedded engine MB): " + ", ".join(
+                f"{t:.0f}s {s:.0%} {kb / 1024:.0f} ({e / 1024:.0f})"
+                for (t, s, kb), e in list(zip(long.samples, long.engine, strict=True))[::step]), flush=True)
+            for c, r in res.items():
+                rest = max(kb - e for (*_, kb), e in zip(r.samples, r.engine, strict=True))
+                print(f"  {c}×: samples (1 s; the engine's gauge is updated every 5 s): process tree RSS max "
+                      f"{mb(max(kb for *_, kb in r.samples))}, embedded engine max {mb(max(r.engine))}, "
+                      f"RSS minus engine max {mb(rest)}")
     print(f"median peak RSS: 1× {mb(statistics.median(peaks[1]))}, {args.copies}× "
           f"{mb(statistics.median(peaks[args.copies]))}, ratio {statistics.median(ratios):.2f} "
           f"(target within ±10 %: {'met' if abs(statistics.median(ratios) - 1) <= 0.10 else 'NOT met'}); "

@@ -9,6 +9,7 @@ ClickHouse"; a crash before the ack replays the batch, and the idempotent tables
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from opsintel.impact import ImpactModel
 from opsintel.settings import Settings, load_settings
 from sinks.clickhouse import ClickHouseStore
 from sinks.clickhouse.native import NativeEncoder
+from sinks.exceptions import SinkError
 from sinks.itsm import ItsmDelivery
 from streams.detection import PartitionedDetector, owning_service
 from streams.handlers import FlushFailed, StreamHandlers
@@ -347,6 +349,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if position is None:  # nothing processed yet on this partition in this run
                 continue
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+
+    if store.is_embedded:
+        @app.timer(5.0)
+        async def update_engine_memory() -> None:
+            # the embedded engine's share of the worker's memory (the rest is Python, Faust, aiokafka)
+            if state.ready:
+                with contextlib.suppress(SinkError):
+                    metrics.clickhouse_memory.set(await state.writer.call(store.tracked_memory))
 
     from streams.web import register_views
 

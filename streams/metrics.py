@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from sinks.deadletter import DeadLetter
 from sinks.itsm import ItsmOutbox
@@ -23,6 +23,7 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         self.consumed = Counter(
             "opsintel_events_consumed_total", "Kafka messages consumed, per topic.", ["topic"], registry=r
         )
@@ -62,6 +63,12 @@ class WorkerMetrics:
             "opsintel_sink_failures_total",
             "Failed ClickHouse writes that were retried, per table.",
             ["table"],
+            registry=r,
+        )
+        self.clickhouse_memory = Gauge(
+            "opsintel_clickhouse_embedded_memory_bytes",
+            "Memory the embedded ClickHouse engine (chDB) tracks in this worker process: queries, inserts, "
+            "merges, caches (its MemoryTracking). The rest of process_resident_memory_bytes is the worker's own.",
             registry=r,
         )
         self.consumer_lag = Gauge(

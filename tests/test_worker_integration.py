@@ -15,7 +15,7 @@ import pytest
 from opsintel.events import TicketEvent
 from streams.adapters import read_events
 from streams.ingest import Ingestor, ensure_topics
-from tests.support import ROOT, WorkerProcess, drain, get_json, settings_of
+from tests.support import ROOT, WorkerProcess, drain, get_json, settings_of, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -131,6 +131,16 @@ def test_alertmanager_webhook_and_metrics(worker: WorkerProcess, worker_env: dic
     assert promtool, "promtool missing: deploy/setup.sh installs Debian's prometheus package"
     check = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+    # the worker's memory, and the embedded engine's share of it (read every 5 s)
+    def gauge(name: str) -> float:
+        with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as r:
+            lines = r.read().decode().splitlines()
+        return next((float(line.split()[1]) for line in lines if line.startswith(name + " ")), 0.0)
+
+    wait_until(lambda: gauge("opsintel_clickhouse_embedded_memory_bytes") > 0, timeout=30,
+               message="the embedded engine's memory gauge")
+    assert 0 < gauge("opsintel_clickhouse_embedded_memory_bytes") < gauge("process_resident_memory_bytes")
 
 
 def test_webhook_requires_the_token(worker_env: dict[str, str], tmp_path: Path) -> None:

@@ -256,6 +256,12 @@ class ClickHouseStore(AnalyticsWrites):
         except Exception as e:
             raise _classify(e, self._password) from e
 
+    def tracked_memory(self) -> int:
+        """Bytes of memory ClickHouse tracks for itself (``MemoryTracking``: queries, inserts,
+        merges, caches); with the embedded engine, its share of this process's memory."""
+        rows = self.query("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
+        return int(rows[0][0]) if rows else 0
+
     def table_counts(self, tables: Iterable[str] | None = None) -> dict[str, int]:
         """Exact row counts (``FINAL``: replayed duplicates are not counted)."""
         out = {}
