@@ -43,6 +43,14 @@ def build() -> dash.Dashboard:
         _ts("Worker ready / webhook", "1 when the worker serves; Alertmanager webhook requests per status code.",
             "max(opsintel_worker_ready)", "ready"),
     ]
+    # the process collector's metric, kept to the instances that are opsintel workers
+    memory = _ts("Worker memory", "Resident memory of each worker process, and how much of it the embedded "
+                 "ClickHouse engine (chDB) tracks (none with a ClickHouse server).",
+                 "max by (instance) (process_resident_memory_bytes and on (instance) opsintel_worker_ready)",
+                 "{{instance}} resident", "bytes")
+    memory.with_target(prom("max by (instance) (opsintel_clickhouse_embedded_memory_bytes)",  # type: ignore[attr-defined]
+                            "{{instance}} embedded ClickHouse", ref="B"))
+    panels.insert(len(panels) - 1, memory)
     webhook = prom("sum by (code) (rate(opsintel_webhook_requests_total[$__rate_interval]))", "webhook {{code}}",
                    ref="B")
     panels[-1].with_target(webhook)  # type: ignore[attr-defined]
