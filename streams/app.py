@@ -69,11 +69,16 @@ class WorkerApp(faust.App):
     handlers: StreamHandlers | None = None
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        # The consumer has stopped reading. Faust waits - without a limit - for every event read to
-        # be acked; here a flush of all that is pending starts at once, and the wait is bounded:
-        # while ClickHouse is down the flush retries for ever, and a stop (a rollout, a node drain)
-        # would wait with it until Kubernetes killed the pod. Past the limit the worker stops with
-        # those batches unacked: whoever next owns their partitions replays them.
+        # Faust calls this when the worker stops, and on every rebalance, before partitions are
+        # revoked: a rebalance keeps Faust's wait (the flush timer stores and acks what is pending;
+        # on_revoked then flushes the rest). When the worker stops, Faust waits - without a limit -
+        # for every event read to be acked; here a flush of all that is pending starts at once, and
+        # the wait is bounded: while ClickHouse is down the flush retries for ever, and a stop (a
+        # rollout, a node drain) would wait with it until Kubernetes killed the pod. Past the limit
+        # the worker stops with those batches unacked: whoever next owns their partitions replays them.
+        if not self.should_stop:
+            await super()._consumer_wait_empty(consumer, logger)
+            return
         try:
             await asyncio.wait_for(self._store_pending(consumer, logger), self.shutdown_seconds)
         except TimeoutError as e:

@@ -6,6 +6,7 @@ replays them, so nothing is lost either way.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -27,8 +28,6 @@ from tests.worker_runs import (
     store_dir,
     store_probe,
 )
-
-pytestmark = pytest.mark.integration
 
 #: nothing is flushed by size or time while the test reads: only the stop flushes
 HOLD = {"OPSINTEL_BATCH_SIZE": "1000000", "OPSINTEL_FLUSH_SECONDS": "3600"}
@@ -53,6 +52,7 @@ def sigterm(worker: WorkerProcess, timeout: float) -> tuple[int, float]:
     return worker.proc.wait(timeout=timeout), time.monotonic() - started
 
 
+@pytest.mark.integration
 def test_a_stop_stores_and_commits_what_the_worker_has_read(worker_env: dict[str, str], tmp_path: Path) -> None:
     events, _ = expected_totals(SLICE)
     ensure_topics(settings_of(worker_env))
@@ -72,6 +72,7 @@ def test_a_stop_stores_and_commits_what_the_worker_has_read(worker_env: dict[str
     assert stored(env) == events
 
 
+@pytest.mark.integration
 def test_a_stop_while_clickhouse_is_down_ends_in_time_and_a_restart_stores_everything(
         worker_env: dict[str, str], tmp_path: Path) -> None:
     events, _ = expected_totals(SLICE)
@@ -103,3 +104,44 @@ def test_a_stop_while_clickhouse_is_down_ends_in_time_and_a_restart_stores_every
     finally:
         restarted.stop()
     assert stored(env) == events
+
+
+class _Consumer:
+    """What Faust's wait for acks needs of a consumer: it returns once nothing is unacked."""
+
+    def __init__(self) -> None:
+        self.waited = 0
+
+    async def wait_empty(self) -> None:
+        self.waited += 1
+
+
+def test_only_a_stop_flushes_at_once_and_bounds_the_wait(tmp_path: Path) -> None:
+    """Faust waits for acks both when the worker stops and before every rebalance revokes
+    partitions: a rebalance must keep Faust's own wait (flushing at once from then on, or failing
+    the worker after ``shutdown_seconds``, would be wrong there)."""
+    from opsintel.settings import Settings
+    from streams.app import WorkerApp, create_app
+
+    app = create_app(Settings(topic_prefix="t.", data_dir=tmp_path, shutdown_seconds=0.5))
+    assert isinstance(app, WorkerApp) and app.handlers is not None
+    handlers = app.handlers
+    consumer = _Consumer()
+
+    async def hanging_flush() -> None:  # a flush that never ends (ClickHouse down)
+        await asyncio.Event().wait()
+
+    async def run() -> None:
+        await app._consumer_wait_empty(consumer, app.log)  # a rebalance
+        assert consumer.waited == 1 and not handlers._finishing and not handlers.failed
+        app._stopped.set()  # what mode's Service.stop() does first
+        handlers.flush = hanging_flush  # type: ignore[method-assign]
+        started = time.monotonic()
+        await app._consumer_wait_empty(consumer, app.log)  # the stop
+        assert time.monotonic() - started < 5
+        assert handlers.failed and app.handlers.writer.stopping  # nothing more is flushed or retried
+
+    try:
+        asyncio.run(run())
+    finally:
+        app.opsintel.writer.close()  # type: ignore[attr-defined]
