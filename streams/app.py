@@ -87,8 +87,10 @@ class WorkerApp(faust.App):
             if self.handlers is not None:
                 self.handlers.fail(e)  # nothing more is flushed (nor on the revocation that follows)
                 self.handlers.writer.stopping = True  # the running flush gives up at its next failed write
-        except FlushFailed:
-            pass  # a batch failed for good (the worker exits 1): nothing more will be acked
+        except Exception as e:  # a flush failed for good (FlushFailed: a batch before did): nothing more is acked
+            if not isinstance(e, FlushFailed):
+                log.error("stopping with batches that were not stored: their flush failed (%r); they are replayed "
+                          "when the worker starts again", e)
 
     async def _store_pending(self, consumer: Any, logger: Any) -> None:
         if self.handlers is not None:
