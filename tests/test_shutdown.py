@@ -131,13 +131,19 @@ def test_only_a_stop_flushes_at_once_and_bounds_the_wait(tmp_path: Path) -> None
     async def hanging_flush() -> None:  # a flush that never ends (ClickHouse down)
         await asyncio.Event().wait()
 
+    async def failing_flush() -> None:  # a flush that fails for good
+        raise RuntimeError("a bug in a flush")
+
     async def run() -> None:
         await app._consumer_wait_empty(consumer, app.log)  # a rebalance
         assert consumer.waited == 1 and not handlers._finishing and not handlers.failed
         app._stopped.set()  # what mode's Service.stop() does first
+        handlers.flush = failing_flush  # type: ignore[method-assign]
+        await app._consumer_wait_empty(consumer, app.log)  # a stop: no error escapes, no wait for acks
+        assert consumer.waited == 1
         handlers.flush = hanging_flush  # type: ignore[method-assign]
         started = time.monotonic()
-        await app._consumer_wait_empty(consumer, app.log)  # the stop
+        await app._consumer_wait_empty(consumer, app.log)  # a stop
         assert time.monotonic() - started < 5
         assert handlers.failed and app.handlers.writer.stopping  # nothing more is flushed or retried
 
