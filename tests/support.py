@@ -26,10 +26,12 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 
 def _our_stacks(dump: str, each: int = 4_000) -> str:
     """Of Faust's stack dump (every thread, then every asyncio task, locals included: ~1.5 MB),
-    the threads and the tasks running this project's code, each cut to ``each`` characters."""
+    the threads, the agents and the tasks running this project's code (a flush), each cut to
+    ``each`` characters."""
     dump = "\n".join(line[:200] for line in dump.splitlines())  # locals print whole batches
     threads, *tasks = dump.split("\nStack for ")
-    ours = [t for t in tasks if any(f"{ROOT / pkg}/" in t for pkg in ("streams", "sinks", "opsintel", "detectors"))]
+    ours = [t for t in tasks if "Agent._execute_actor" in t.split("\n", 1)[0]
+            or any(f"{ROOT / pkg}/" in t for pkg in ("streams", "sinks", "opsintel", "detectors"))]
     parts = [t[:each] for t in threads.split("\nTHREAD ")] + [f"Stack for {t[:each]}" for t in ours]
     return "\n".join(parts) + f"\n[{len(tasks) - len(ours)} other asyncio tasks left out]"
 
