@@ -63,9 +63,7 @@ class WorkerState:
 class WorkerApp(faust.App):
     """The Faust app, storing what it has read when it stops - for a bounded time."""
 
-    #: seconds a stop waits for the pending batches to be stored, checkpointed and acked
-    shutdown_seconds: float = 30.0
-    #: the agents' handlers (set by :func:`create_app`)
+    #: the agents' handlers (set by :func:`create_app`); a stop waits ``settings.shutdown_seconds`` for them
     handlers: StreamHandlers | None = None
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
@@ -76,25 +74,25 @@ class WorkerApp(faust.App):
         # the wait is bounded: while ClickHouse is down the flush retries for ever, and a stop (a
         # rollout, a node drain) would wait with it until Kubernetes killed the pod. Past the limit
         # the worker stops with those batches unacked: whoever next owns their partitions replays them.
-        if not self.should_stop:
+        handlers = self.handlers
+        if handlers is None or not self.should_stop:
             await super()._consumer_wait_empty(consumer, logger)
             return
+        seconds = handlers.settings.shutdown_seconds
         try:
-            await asyncio.wait_for(self._store_pending(consumer, logger), self.shutdown_seconds)
+            await asyncio.wait_for(self._store_pending(handlers, consumer, logger), seconds)
         except TimeoutError as e:
             log.warning("stopping with batches that were not stored in %g s (is ClickHouse down?): they are "
-                        "not committed, and are replayed when the worker starts again", self.shutdown_seconds)
-            if self.handlers is not None:
-                self.handlers.fail(e)  # nothing more is flushed (nor on the revocation that follows)
-                self.handlers.writer.stopping = True  # the running flush gives up at its next failed write
+                        "not committed, and are replayed when the worker starts again", seconds)
+            handlers.fail(e)  # nothing more is flushed (nor on the revocation that follows)
+            handlers.writer.stopping = True  # the running flush gives up at its next failed write
         except Exception as e:  # a flush failed for good (FlushFailed: a batch before did): nothing more is acked
             if not isinstance(e, FlushFailed):
                 log.error("stopping with batches that were not stored: their flush failed (%r); they are replayed "
                           "when the worker starts again", e)
 
-    async def _store_pending(self, consumer: Any, logger: Any) -> None:
-        if self.handlers is not None:
-            await self.handlers.finish()
+    async def _store_pending(self, handlers: StreamHandlers, consumer: Any, logger: Any) -> None:
+        await handlers.finish()
         await super()._consumer_wait_empty(consumer, logger)
 
 
@@ -175,7 +173,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_enabled=True,
     )
-    app.shutdown_seconds = settings.shutdown_seconds
     # Faust's own aiokafka transport, delivering the input topics as runs of records (streams/transport.py)
     app.transport = RunDeliveryTransport(app.conf.broker_consumer, app)
     metrics = WorkerMetrics()
@@ -279,7 +276,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for tp in consumer.assignment():
             if tp.topic != topic:
                 continue
-            highwater = highwater_of(app.consumer, tp)
+            highwater = highwater_of(consumer, tp)
             if highwater is None or read.get(tp, -1) < highwater:
                 return False
         return True
