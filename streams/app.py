@@ -96,18 +96,6 @@ class WorkerApp(faust.App):
         await super()._consumer_wait_empty(consumer, logger)
 
 
-def highwater_of(consumer: Any, tp: TP) -> int | None:
-    """The consumer's last-known high watermark of ``tp``; None if unknown or no longer assigned.
-
-    The assignment belongs to the consumer's thread and may change between two calls (a
-    rebalance): aiokafka then fails an assertion, which must not fail the batch asking.
-    """
-    try:
-        return cast(int | None, consumer.highwater(tp))
-    except AssertionError:  # aiokafka: "Partition is not assigned"
-        return None
-
-
 def _credentials(settings: Settings) -> Any:
     if settings.kafka_security_protocol.startswith("SASL"):
         ssl_context = None
@@ -276,7 +264,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for tp in consumer.assignment():
             if tp.topic != topic:
                 continue
-            highwater = highwater_of(consumer, tp)
+            highwater = consumer.highwater(tp)
             if highwater is None or read.get(tp, -1) < highwater:
                 return False
         return True
@@ -346,7 +334,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.timer(5.0)
     async def update_lag() -> None:
         for tp in app.consumer.assignment():
-            highwater = highwater_of(app.consumer, tp)
+            highwater = app.consumer.highwater(tp)
             if highwater is None:
                 continue
             position = state.positions.get(tp)

@@ -78,6 +78,18 @@ class RunDeliveryConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def highwater(self, tp: TP) -> int | None:  # type: ignore[override]  # (aiokafka returns None too)
+        """The last-known high watermark of ``tp``; None if unknown, or if ``tp`` is no longer assigned.
+
+        The assignment is the consumer thread's and may change between listing it and this call (a
+        rebalance): aiokafka then fails an assertion, which must fail neither the batch asking (the
+        worker would stop) nor the fetch loop (here, in :meth:`_deliver`).
+        """
+        try:
+            return cast(int | None, super().highwater(tp))
+        except AssertionError:  # aiokafka: "Partition is not assigned"
+            return None
+
     _run_topic_names: frozenset[str] | None = None
 
     def _run_topics(self) -> frozenset[str]:
@@ -138,7 +150,9 @@ class RunDeliveryConsumer(faust_aiokafka.Consumer):
                 return  # a rebalance: what is left of this fetch is stale
             if not (active is None or tp in active or tp in self._buffered_partitions):
                 continue
-            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            end = self.highwater(tp)
+            if end is not None:
+                app.monitor.track_tp_end_offset(tp, end)
             if tp.topic in run_topics:
                 delivered = await self._deliver_run(tp, batch, generation)
             else:
