@@ -159,7 +159,52 @@ def test_incidents_split_out_of_a_problem_are_marked_unlinked(chdb_store: ClickH
     chdb_store.insert_problems([raised])
     chdb_store.insert_problems([split])
     rows = chdb_store.query("SELECT ticket_id, linked, version FROM {db}.problem_incidents FINAL ORDER BY ticket_id")
-    assert [tuple(r) for r in rows] == [("INC1", True, 2), ("INC2", False, 2), ("INC3", True, 2)]
+    # each pair's newest row is the version that last changed it
+    assert [tuple(r) for r in rows] == [("INC1", True, 1), ("INC2", False, 2), ("INC3", True, 1)]
+
+
+def _links(store: ClickHouseStore) -> list[tuple[str, bool, int]]:
+    """Every link row written (not folded), in order."""
+    return [tuple(r) for r in store.query(  # type: ignore[misc]
+        "SELECT ticket_id, linked, version FROM {db}.problem_incidents ORDER BY version, ticket_id, linked")]
+
+
+def test_a_new_version_of_a_problem_writes_only_the_links_that_changed(chdb_store: ClickHouseStore) -> None:
+    v1 = ProblemRecord(problem_id="PRB-1", kind="recurring", version=1, status="candidate", title="t",
+                       first_seen=T0, last_seen=T0, raised_at=T0, updated_at=T0, source="test",
+                       incident_ids=["INC1", "INC2"], incident_count=2)
+    v2 = msgspec.structs.replace(v1, version=2, incident_ids=["INC1", "INC2", "INC3"], incident_count=3)
+    v3 = msgspec.structs.replace(v2, version=3, incident_ids=["INC1", "INC2", "INC3", "INC4"], incident_count=4)
+    chdb_store.insert_problems([v1])
+    chdb_store.insert_problems([v2, v3])  # two versions in one flush: the newest problem row only
+    assert _links(chdb_store) == [("INC1", True, 1), ("INC2", True, 1), ("INC3", True, 2), ("INC4", True, 3)]
+    assert chdb_store.query("SELECT count(), max(version) FROM {db}.problems")[0] == (2, 3)
+    # a merge unlinks every incident: every pair changes
+    merged = msgspec.structs.replace(v3, version=4, merged_into="PRB-2")
+    chdb_store.insert_problems([merged])
+    assert [r for r in _links(chdb_store) if r[2] == 4] == [(t, False, 4) for t in ("INC1", "INC2", "INC3", "INC4")]
+
+
+def test_links_are_written_whole_when_the_previous_version_was_not_written_here(chdb_store: ClickHouseStore) -> None:
+    """A version that does not follow the last one this store wrote (the problem's partition was
+    on another worker meanwhile, or a restart): what the ledger remembers is stale, so every link
+    is written again."""
+    v1 = ProblemRecord(problem_id="PRB-1", kind="recurring", version=1, status="candidate", title="t",
+                       first_seen=T0, last_seen=T0, raised_at=T0, updated_at=T0, source="test",
+                       incident_ids=["INC1", "INC2"], incident_count=2)
+    chdb_store.insert_problems([v1])
+    # version 2, written by another worker, moved INC1 out of the problem
+    chdb_store._command("INSERT INTO {db}.problem_incidents (problem_id, source, ticket_id, version, linked, "
+                        "linked_at) VALUES ('PRB-1', 'test', 'INC1', 2, false, now64(3))")
+    v3 = msgspec.structs.replace(v1, version=3)  # and version 3 links it again
+    chdb_store.insert_problems([v3])
+    rows = chdb_store.query("SELECT ticket_id, linked, version FROM {db}.problem_incidents FINAL ORDER BY ticket_id")
+    assert [tuple(r) for r in rows] == [("INC1", True, 3), ("INC2", True, 3)]
+    # a new store (a restarted worker) knows nothing yet: the next version writes every link
+    fresh = ClickHouseStore(chdb_store.dsn, chdb_store.database)
+    fresh._client = chdb_store._client
+    fresh.insert_problems([msgspec.structs.replace(v1, version=4)])
+    assert [r for r in _links(chdb_store) if r[2] == 4] == [("INC1", True, 4), ("INC2", True, 4)]
 
 
 def test_a_value_clickhouse_cannot_read_is_refused_not_retried(chdb_store: ClickHouseStore) -> None:

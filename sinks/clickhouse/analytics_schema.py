@@ -9,7 +9,9 @@ Why these engines (the rule of the backbone holds: every table is idempotent und
   each incident is counted once with its latest numbers.
 * ``problems`` - ``ReplacingMergeTree(version)`` by ``problem_id`` (detectors keep the id stable
   and bump the version); ``problem_incidents`` - one row per (problem, incident) link,
-  ``ReplacingMergeTree(version)``, ``linked = false`` when a split moves the incident out.
+  ``ReplacingMergeTree(version)``, ``linked = false`` when a split moves the incident out. A pair
+  gets a new row only when its state changes, so its newest row carries the version (and
+  ``linked_at`` the time) of that change.
 * ``anomalies`` - ``ReplacingMergeTree`` ordered by ``(service, metric, interval_start, event_id)``:
   ``event_id`` is deterministic, the other key columns are functions of it, so a replay folds.
 

@@ -19,7 +19,7 @@ from math import floor
 from typing import Any
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
-from sinks.clickhouse.analytics_store import AnalyticsWrites, _columns
+from sinks.clickhouse.analytics_store import AnalyticsWrites, LinkLedger, _columns
 from sinks.clickhouse.native import ROW_TYPES, Encoding, NativeEncoder
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table, create_statements, quote_identifier
 from sinks.deadletter import DeadLetter
@@ -72,6 +72,7 @@ class ClickHouseStore(AnalyticsWrites):
         self._lock = threading.Lock()
         #: encodes batches of typed rows in a child process (the worker's); None: in this thread
         self.encoder = encoder
+        self._links = LinkLedger()
 
     @classmethod
     def from_settings(cls, settings: Any, encoder: NativeEncoder | None = None) -> ClickHouseStore:
