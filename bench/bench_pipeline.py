@@ -12,9 +12,15 @@ Loads the ServiceNow incident event log (141,712 events) into a fresh topic once
   worker's first commit on (the events still uncommitted then / the time from then to the end),
   i.e. without the group join, the first batch and flush.
 
+With ``--copies k`` the topic holds the log ``k`` times, each copy shifted later in time with its
+own ticket ids (``bench_rss.py``'s replay): the worker's sustained rate over a longer backlog. Each
+run also prints the problem versions the worker wrote: a longer replay is not ``k`` times the same
+work for the detectors (from the second copy on every signature has a history to be compared with).
+
 Prints every run, the medians and their ratio. Needs the local broker (``deploy/kafka.sh start``).
 
     .venv/bin/python bench/bench_pipeline.py --runs 3
+    .venv/bin/python bench/bench_pipeline.py --runs 3 --copies 3
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._scratch import drop_topics  # noqa: E402
+from bench.bench_rss import load, replay_log  # noqa: E402
 from opsintel.settings import Settings  # noqa: E402
 from streams.ingest import Ingestor, OffsetProgress, ensure_topics  # noqa: E402
 from tests.support import WorkerProcess, free_port  # noqa: E402
@@ -64,8 +71,9 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
 
 
 def worker_run(base_env: dict[str, str], settings: Settings, expected: int,
-               workdir: Path, group: str) -> tuple[float, float, int]:
-    """Seconds from ``/health`` to the last commit, the rate from the first commit on (ev/s), rows."""
+               workdir: Path, group: str) -> tuple[float, float, int, int]:
+    """Seconds from ``/health`` to the last commit, the rate from the first commit on (ev/s), rows,
+    problem versions written."""
     env = dict(base_env, OPSINTEL_CONSUMER_GROUP=group, OPSINTEL_DATA_DIR=str(workdir / group),
                OPSINTEL_WEB_PORT=str(free_port()))
     run_settings = settings.model_copy(update={"consumer_group": group})
@@ -81,16 +89,21 @@ def worker_run(base_env: dict[str, str], settings: Settings, expected: int,
         ended = time.perf_counter()
         with urllib.request.urlopen(f"{w.url}/api/summary", timeout=60) as r:
             rows = json.load(r)["rows"]["ticket_events"]
+        with urllib.request.urlopen(f"{w.url}/metrics", timeout=60) as r:
+            metric = 'opsintel_rows_written_total{table="problems"} '
+            problems = next((int(float(line[len(metric):])) for line in r.read().decode().splitlines()
+                             if line.startswith(metric)), 0)
     finally:
         w.stop()
     steady = first[1] / (ended - first[0]) if first else float("nan")
-    return ended - started, steady, rows
+    return ended - started, steady, rows, problems
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--log", type=Path, default=LOG)
+    parser.add_argument("--copies", type=int, default=1, help="the log this many times, shifted in time")
     parser.add_argument("--bootstrap", default=os.environ.get("OPSINTEL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = parser.parse_args()
 
@@ -106,11 +119,15 @@ def main() -> None:
 def run(args: argparse.Namespace, settings: Settings, groups: list[str]) -> None:
     prefix = settings.topic_prefix
     ensure_topics(settings)
-    ingestor = Ingestor(settings)
     t0 = time.perf_counter()
-    report = ingestor.ingest("servicenow-csv", [args.log])
-    ingestor.close()
-    n = report.sent[settings.topic("tickets")]
+    if args.copies > 1:
+        events, shift = replay_log(args.log)
+        n = load(settings, events, args.copies, shift)
+    else:
+        ingestor = Ingestor(settings)
+        report = ingestor.ingest("servicenow-csv", [args.log])
+        ingestor.close()
+        n = report.sent[settings.topic("tickets")]
     print(f"loaded {n:,} events into {settings.topic('tickets')} in {time.perf_counter() - t0:.1f}s "
           f"(ingest incl. parsing: {n / (time.perf_counter() - t0):,.0f}/s)")
 
@@ -121,14 +138,14 @@ def run(args: argparse.Namespace, settings: Settings, groups: list[str]) -> None
         for i in range(args.runs):
             raw_s = asyncio.run(raw_consume(args.bootstrap, settings.topic("tickets"), n))
             groups.append(f"bench-{uuid.uuid4().hex[:8]}")
-            w_s, steady, rows = worker_run(base_env, settings, n, Path(tmp), groups[-1])
+            w_s, steady, rows, problems = worker_run(base_env, settings, n, Path(tmp), groups[-1])
             assert rows == n, f"worker wrote {rows} rows, expected {n}"
             raw_rates.append(n / raw_s)
             worker_rates.append(n / w_s)
             steady_rates.append(steady)
             print(f"run {i + 1}: raw aiokafka {n / raw_s:>10,.0f} ev/s ({raw_s:.2f}s)   "
                   f"worker end-to-end {n / w_s:>9,.0f} ev/s ({w_s:.2f}s, {rows:,} rows verified; "
-                  f"{steady:,.0f} ev/s from its first commit)")
+                  f"{steady:,.0f} ev/s from its first commit; {problems:,} problem versions)")
     raw_med, w_med = statistics.median(raw_rates), statistics.median(worker_rates)
     print(f"median: raw aiokafka {raw_med:,.0f} ev/s, worker end-to-end {w_med:,.0f} ev/s, "
           f"ratio {w_med / raw_med:.2f}; from the first commit {statistics.median(steady_rates):,.0f} ev/s")

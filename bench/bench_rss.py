@@ -58,6 +58,19 @@ def shifted(ev: TicketEvent, i: int, shift: timedelta, fields: tuple[str, ...]) 
     return msgspec.structs.replace(ev, event_id=f"{ev.event_id}~r{i}", ticket_id=f"{ev.ticket_id}~r{i}", **changes)
 
 
+def replay_log(log: Path) -> tuple[list[TicketEvent], timedelta]:
+    """The log's events in time order, and the shift between two copies (its span + 1 day)."""
+    events = [e for e in read_events("servicenow-csv", log) if not isinstance(e, Rejected)]
+    events.sort(key=lambda e: e.event_time)
+    fields = _time_fields(TicketEvent)
+    stamps = [getattr(e, f) for e in events for f in fields if getattr(e, f) is not None]
+    span = max(stamps) - min(stamps)
+    shift = span + timedelta(days=1)
+    print(f"log: {len(events):,} events, datetimes {min(stamps):%Y-%m-%d} .. {max(stamps):%Y-%m-%d} "
+          f"(span {span.days} d); copy i shifted by i × {shift.days} d")
+    return events, shift
+
+
 def load(settings: Settings, events: list[TicketEvent], copies: int, shift: timedelta) -> int:
     ensure_topics(settings)
     fields = _time_fields(TicketEvent)
@@ -199,15 +212,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("OPSINTEL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = parser.parse_args()
 
-    events = [e for e in read_events("servicenow-csv", args.log) if not isinstance(e, Rejected)]
-    events.sort(key=lambda e: e.event_time)
-    fields = _time_fields(TicketEvent)
-    stamps = [getattr(e, f) for e in events for f in fields if getattr(e, f) is not None]
-    span = max(stamps) - min(stamps)
-    shift = span + timedelta(days=1)
-    print(f"log: {len(events):,} events, datetimes {min(stamps):%Y-%m-%d} .. {max(stamps):%Y-%m-%d} "
-          f"(span {span.days} d); copy i shifted by i × {shift.days} d")
-
+    events, shift = replay_log(args.log)
     sets: dict[int, tuple[Settings, int]] = {}
     groups: list[str] = []
     try:
