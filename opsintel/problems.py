@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -216,6 +217,24 @@ class Feedback(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encoder = msgspec.json.Encoder()
 _problem_decoder = msgspec.json.Decoder(ProblemRecord)
 _feedback_decoder = msgspec.json.Decoder(Feedback)
+
+
+def newest_versions(records: Iterable[ProblemRecord]) -> list[ProblemRecord]:
+    """The newest version of each problem in ``records``, in the order the problems first appear.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2016, 3, 1, tzinfo=UTC)
+    >>> rs = [ProblemRecord(problem_id=p, kind="recurring", version=v, status="candidate", title="t",
+    ...                     first_seen=t, last_seen=t, raised_at=t, updated_at=t) for p, v in
+    ...       (("A", 1), ("B", 1), ("A", 3), ("A", 2))]
+    >>> [(r.problem_id, r.version) for r in newest_versions(rs)]
+    [('A', 3), ('B', 1)]
+    """
+    newest: dict[str, ProblemRecord] = {}
+    for r in records:
+        if r.problem_id not in newest or r.version >= newest[r.problem_id].version:
+            newest[r.problem_id] = r
+    return list(newest.values())
 
 
 def encode_problem(record: ProblemRecord) -> bytes:

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from opsintel.problems import Feedback, ProblemRecord, decode_feedback, decode_problem, encode_problem
+from opsintel.problems import Feedback, ProblemRecord, decode_feedback, decode_problem, encode_problem, newest_versions
 from opsintel.settings import Settings
 from sinks.clickhouse.native import Encoding
 from sinks.deadletter import DeadLetter
@@ -296,8 +296,15 @@ class StreamHandlers:
         if not records:
             return
         topic = self.settings.topic("problems")
-        sent = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in records]
+        # the recurring detector is asked for updates after every event, so a batch can change a
+        # problem many times (36,373 versions over a 3x replay of the ServiceNow log, one per ~12
+        # events); the topic is compacted by problem id and the ITSM pushes read it, so each
+        # problem goes out once per batch, at its newest version
+        newest = newest_versions(records)
+        sent = [await self.send(topic, r.problem_id.encode(), encode_problem(r), None) for r in newest]
         self._pending.deliveries.extend(sent)
+        # every version to the store: it writes the newest row of each problem, and the links each
+        # version changed (sinks.clickhouse.analytics_store.LinkLedger)
         self._pending.problems.extend(records)
 
     async def publish_anomalies(self, rows: Sequence[Any]) -> None:

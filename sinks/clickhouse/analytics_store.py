@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from opsintel.problems import Feedback, FeedbackAction, ProblemRecord
+from opsintel.problems import Feedback, FeedbackAction, ProblemRecord, newest_versions
 from sinks.clickhouse.schema import TABLES_BY_NAME, Table
 
 #: the status a decision gives a stored problem record
@@ -164,11 +164,7 @@ class AnalyticsWrites:
         (split or merge); each pair's newest row is its state."""
         if not records:
             return 0
-        newest: dict[str, ProblemRecord] = {}
-        for r in records:
-            if r.problem_id not in newest or r.version >= newest[r.problem_id].version:
-                newest[r.problem_id] = r
-        self._insert_rows("problems", [problem_row(r) for r in newest.values()])
+        self._insert_rows("problems", [problem_row(r) for r in newest_versions(records)])
         links, after = self._links.changes(records, source)
         self._insert_rows("problem_incidents", links)
         self._links.commit(after)
