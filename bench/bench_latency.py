@@ -10,7 +10,10 @@ Kafka timestamp of its ``created`` event) and the problems topic.
 Latency of a problem-record version = its Kafka timestamp on the problems topic − the Kafka
 timestamp of the ``created`` event of the newest incident it links. Only versions whose
 ``incident_count`` grew over the previous version of the same problem are counted (those are the
-ones an incident's arrival triggered). ``trend`` records link no incidents and are reported apart:
+ones an incident's arrival triggered). Since session 8 a batch publishes each problem once, at its
+newest version: where several incidents joined one problem in one batch, only the newest is
+measured; the others went out in the same message, at most one batch's span earlier in the
+stream. ``trend`` records link no incidents and are reported apart:
 they are raised or updated when a volume interval closes (``updated_at`` = the interval's end), so
 every trend version is measured from the Kafka timestamp of the first ticket event past that end
 (earliest over all partitions: the event that closes the interval on the series' own partition may

@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from detectors import RecurringIncidentDetector
 from detectors._seasonal import AnomalyVerdict
 from detectors._trend_series import anomaly_row
+from opsintel.problems import ProblemRecord, decode_problem
 from opsintel.settings import Settings
 from sinks.clickhouse import ClickHouseStore
 from streams.detection import PartitionedDetector
@@ -99,6 +101,38 @@ def test_a_batch_is_acked_only_by_the_flush_that_stores_it(chdb_store: ClickHous
         assert acked == [0, 500, 1000, 1500, 2000, 2500]
 
     asyncio.run(run())
+
+
+def test_a_batch_publishes_each_problem_once_and_stores_every_versions_links(chdb_store: ClickHouseStore) -> None:
+    """The recurring detector numbers a version per event; a batch sends each problem's newest one
+    to the (compacted) topic, and the flush stores the newest row and the links of every version."""
+    handlers, sent, _ = make(chdb_store)
+    t = datetime(2016, 3, 1, tzinfo=UTC)
+    a1 = ProblemRecord(problem_id="PRB-a", kind="recurring", version=1, status="candidate", title="a",
+                       first_seen=t, last_seen=t, raised_at=t, updated_at=t, source="test",
+                       incident_ids=["INC1", "INC2", "INC3"], incident_count=3)
+    # version 2 lists the newest two only (a record lists the newest max_linked_ids incidents)
+    a2 = msgspec.structs.replace(a1, version=2, incident_ids=["INC3", "INC4"], incident_count=4)
+    b1 = msgspec.structs.replace(a1, problem_id="PRB-b", incident_ids=["INC9"], incident_count=1)
+
+    async def ack() -> None:
+        pass
+
+    async def run() -> None:
+        await handlers.publish([a1, b1, a2])
+        await handlers.events(TICKETS, messages(first_events(10), 0), ack)  # a batch to flush with
+        await handlers.flush()
+
+    asyncio.run(run())
+    ours = ("PRB-a", "PRB-b")
+    published = [decode_problem(v) for _, v in sent.records]
+    assert [(r.problem_id, r.version) for r in published if r.problem_id in ours] == [("PRB-a", 2), ("PRB-b", 1)]
+    assert chdb_store.query("SELECT problem_id, version FROM {db}.problems FINAL "
+                            "WHERE problem_id IN {ids:Array(String)} ORDER BY problem_id",
+                            {"ids": list(ours)}) == [("PRB-a", 2), ("PRB-b", 1)]
+    links = chdb_store.query("SELECT ticket_id FROM {db}.problem_incidents FINAL WHERE linked "
+                             "AND problem_id IN {ids:Array(String)} ORDER BY ticket_id", {"ids": list(ours)})
+    assert [r[0] for r in links] == ["INC1", "INC2", "INC3", "INC4", "INC9"]
 
 
 def test_a_flush_commits_right_after_its_acks(chdb_store: ClickHouseStore) -> None:
