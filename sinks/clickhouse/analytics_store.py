@@ -7,7 +7,7 @@ Kept apart from ``store.py`` so the backbone store stays small; the columns come
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -51,7 +51,7 @@ _Written = dict[str, tuple[int, _Links]]
 
 
 class LinkLedger:
-    """The ``problem_incidents`` rows a store has written, so that the next version of a problem
+    """What ``problem_incidents`` holds for each problem, so that the next version of a problem
     writes only the links that changed.
 
     Every version of a problem lists its (up to ``max_ids``) newest incidents; writing a link row
@@ -61,27 +61,37 @@ class LinkLedger:
     ``linked``, so a pair whose state is unchanged needs no new row: its row from the version
     that last changed it stays the newest one.
 
-    What the ledger knows for a problem is trusted only for the *next* version: a version that
-    does not follow the last one written here (the problem was updated by another worker after
-    a rebalance, or replayed from a checkpoint) writes all its links again, as does a problem
-    the ledger has forgotten (it keeps the ``capacity`` most recently written problems). Nothing
-    is recorded until the insert has succeeded, so a retried insert writes the same rows.
+    Where a problem's links stand: nowhere yet for its first version; for the version after the
+    last one this store wrote, what it wrote; otherwise (a restart, a replay from a checkpoint, a
+    version written by another worker after a rebalance, a problem the ledger has forgotten - it
+    keeps ``capacity`` problems) what the table holds, read back (``stored``). Reading back, not
+    writing everything again, keeps the table the same after a crash and replay as without one:
+    a replayed version writes the rows it wrote the first time, or rows older than the ones that
+    replaced them. Nothing is recorded until the insert has succeeded, so a retried insert writes
+    the same rows.
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._written: OrderedDict[str, tuple[int, _Links]] = OrderedDict()
 
-    def changes(self, records: Sequence[ProblemRecord], source: str) -> tuple[list[dict[str, Any]], _Written]:
+    def changes(self, records: Sequence[ProblemRecord], source: str,
+                stored: Callable[[list[str]], dict[str, _Links]]) -> tuple[list[dict[str, Any]], _Written]:
         """The link rows ``records`` need (in version order per problem), and the ledger's state
-        once they are written (pass it to :meth:`commit`)."""
+        once they are written (pass it to :meth:`commit`). ``stored`` reads the links the table
+        holds for the given problems."""
+        ordered = sorted(records, key=lambda r: r.version)
+        first: dict[str, int] = {}
+        for r in ordered:
+            first.setdefault(r.problem_id, r.version)
+        unknown = [pid for pid, v in first.items() if v > 1 and self._follows(pid) != v]
+        after: _Written = {pid: (first[pid] - 1, links) for pid, links in stored(unknown).items()} if unknown else {}
         rows: list[dict[str, Any]] = []
-        after: _Written = {}
-        for r in sorted(records, key=lambda r: r.version):
+        for r in ordered:
             known = after.get(r.problem_id) or self._written.get(r.problem_id)
-            before = known[1] if known is not None and r.version == known[0] + 1 else {}
+            before = known[1] if known is not None and r.version > 1 else {}
             src = r.source or source
-            now: _Links = {}
+            now = dict(before)
             for ids, linked in ((r.incident_ids, True), (r.unlinked_incident_ids, False)):
                 state = linked and not r.merged_into
                 for t in ids:
@@ -91,6 +101,11 @@ class LinkLedger:
                      for (s, t), v in now.items() if before.get((s, t)) is not v]  # fmt: skip
             after[r.problem_id] = (r.version, now)
         return rows, after
+
+    def _follows(self, problem_id: str) -> int | None:
+        """The version that follows the last one written here for ``problem_id`` (None: none)."""
+        known = self._written.get(problem_id)
+        return known[0] + 1 if known is not None else None
 
     def commit(self, after: _Written) -> None:
         for problem_id, state in after.items():
@@ -165,10 +180,21 @@ class AnalyticsWrites:
         if not records:
             return 0
         self._insert_rows("problems", [problem_row(r) for r in newest_versions(records)])
-        links, after = self._links.changes(records, source)
+        links, after = self._links.changes(records, source, self._stored_links)
         self._insert_rows("problem_incidents", links)
         self._links.commit(after)
         return len(records)
+
+    def _stored_links(self, problem_ids: list[str]) -> dict[str, _Links]:
+        """What ``problem_incidents`` holds for these problems: (source, ticket_id) -> linked."""
+        out: dict[str, _Links] = {pid: {} for pid in problem_ids}
+        for pid, src, ticket, linked in self.query(
+            "SELECT problem_id, source, ticket_id, linked FROM {db}.problem_incidents FINAL "
+            "WHERE problem_id IN {ids:Array(String)}",
+            {"ids": problem_ids},
+        ):
+            out[pid][src, ticket] = bool(linked)
+        return out
 
     def insert_anomalies(self, rows: Sequence[Any]) -> int:
         """Write anomalies: objects or mappings with the ``anomalies`` columns."""
