@@ -155,7 +155,7 @@ class AnalyticsWrites:
     def _command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
-    #: the link rows this store has written (:class:`LinkLedger`); set by ClickHouseStore
+    #: where each problem's links stand (:class:`LinkLedger`); set by ClickHouseStore
     _links: LinkLedger
 
     def _insert_rows(self, name: str, rows: Sequence[Any]) -> int:
