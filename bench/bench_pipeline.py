@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._scratch import drop_topics  # noqa: E402
-from bench.bench_rss import load, replay_log  # noqa: E402
+from bench.bench_rss import load, metric, replay_log  # noqa: E402
 from opsintel.settings import Settings  # noqa: E402
 from streams.ingest import Ingestor, OffsetProgress, ensure_topics  # noqa: E402
 from tests.support import WorkerProcess, free_port  # noqa: E402
@@ -89,10 +89,7 @@ def worker_run(base_env: dict[str, str], settings: Settings, expected: int,
         ended = time.perf_counter()
         with urllib.request.urlopen(f"{w.url}/api/summary", timeout=60) as r:
             rows = json.load(r)["rows"]["ticket_events"]
-        with urllib.request.urlopen(f"{w.url}/metrics", timeout=60) as r:
-            metric = 'opsintel_rows_written_total{table="problems"} '
-            problems = next((int(float(line[len(metric):])) for line in r.read().decode().splitlines()
-                             if line.startswith(metric)), 0)
+        problems = int(metric(w.url, 'opsintel_rows_written_total{table="problems"}', timeout=60))
     finally:
         w.stop()
     steady = first[1] / (ended - first[0]) if first else float("nan")

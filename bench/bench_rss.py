@@ -189,15 +189,21 @@ def worker_run(base_env: dict[str, str], settings: Settings, total: int, workdir
     return RunResult(hwm, by_process, elapsed, total / elapsed, {f: at(f) for f in (0.1, 0.5, 1.0)}, samples, engine)
 
 
-def engine_kb(url: str) -> int:
-    """The embedded engine's tracked memory, from the worker's ``/metrics`` (0 if not there yet)."""
+def metric(url: str, sample: str, timeout: float = 5.0) -> float:
+    """One sample of the worker's ``/metrics`` (``sample`` is its name with labels, e.g.
+    ``opsintel_rows_written_total{table="problems"}``); 0 if it is not there (yet)."""
     try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as r:
             lines = r.read().decode().splitlines()
     except OSError:
-        return 0
-    name = "opsintel_clickhouse_embedded_memory_bytes "
-    return next((int(float(line.split()[1])) // 1024 for line in lines if line.startswith(name)), 0)
+        return 0.0
+    prefix = sample + " "
+    return next((float(line[len(prefix):]) for line in lines if line.startswith(prefix)), 0.0)
+
+
+def engine_kb(url: str) -> int:
+    """The embedded engine's tracked memory (kB), from the worker's ``/metrics``."""
+    return int(metric(url, "opsintel_clickhouse_embedded_memory_bytes")) // 1024
 
 
 def mb(kb: float) -> str:
