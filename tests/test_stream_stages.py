@@ -18,7 +18,7 @@ from opsintel.impact import ImpactModel, fold, impact_row
 from sinks.clickhouse import TABLES_BY_NAME, ClickHouseStore
 from streams.adapters import read_events
 from streams.detection import PartitionedDetector, owning_service
-from streams.impact_stage import ImpactStage
+from streams.impact_stage import ImpactStage, load_ticket_history
 from streams.metrics import WorkerMetrics
 from streams.pipeline import TICKETS, BatchWriter, RawMessage
 from tests.support import ROOT, SHARED_DATA
@@ -78,6 +78,26 @@ def test_impact_after_a_restart_equals_an_undisturbed_run(chdb_store: ClickHouse
     assert set(got) == set(expected)
     for key in expected:
         assert got[key] == expected[key], key
+
+
+def test_a_tickets_history_comes_back_once_per_event_and_only_its_own(chdb_store: ClickHouseStore) -> None:
+    """The history read for a rebuilt ticket: each stored event once though it was written twice
+    (a replayed batch, in a part of its own), in lifecycle order; no event of another ticket, nor
+    of the same ticket id from another source."""
+    events = first_events(400)
+    ticket = next(e.ticket_id for e in events if sum(x.ticket_id == e.ticket_id for x in events) >= 3)
+    other_source = [msgspec.structs.replace(e, source="other", event_id=f"other:{e.event_id}")
+                    for e in events if e.ticket_id == ticket]
+    chdb_store._command("SYSTEM STOP MERGES {db}.ticket_events")  # the copies stay in separate parts
+    for batch in (events, events[::-1], other_source):
+        chdb_store.insert_ticket_events(batch, [0] * len(batch), range(len(batch)))
+    assert chdb_store.query("SELECT count() FROM {db}.ticket_events")[0][0] == 2 * len(events) + len(other_source)
+
+    history = load_ticket_history(chdb_store, {(events[0].source, ticket)})
+
+    want = sorted((e for e in events if e.ticket_id == ticket), key=lambda e: e.version)
+    assert [e.event_id for e in history] == [e.event_id for e in want]
+    assert history == want
 
 
 # --- detectors per partition ------------------------------------------------------------------------------

@@ -186,11 +186,13 @@ class AnalyticsWrites:
         return len(records)
 
     def _stored_links(self, problem_ids: list[str]) -> dict[str, _Links]:
-        """What ``problem_incidents`` holds for these problems: (source, ticket_id) -> linked."""
+        """What ``problem_incidents`` holds for these problems: (source, ticket_id) -> linked.
+        ``PREWHERE``: ``problem_id`` is in the sorting key, so filtering before ``FINAL`` is exact,
+        and it spares merging the rest of the table (a ``WHERE`` is applied after ``FINAL``)."""
         out: dict[str, _Links] = {pid: {} for pid in problem_ids}
         for pid, src, ticket, linked in self.query(
             "SELECT problem_id, source, ticket_id, linked FROM {db}.problem_incidents FINAL "
-            "WHERE problem_id IN {ids:Array(String)}",
+            "PREWHERE problem_id IN {ids:Array(String)}",
             {"ids": problem_ids},
         ):
             out[pid][src, ticket] = bool(linked)
