@@ -161,7 +161,7 @@ class PartitionedDetector:
                 "detector_state",
                 self.store.query,
                 "SELECT state, positions FROM {db}.detector_state FINAL "
-                "WHERE detector = {d:String} AND partition = {p:UInt16}",
+                "PREWHERE detector = {d:String} AND partition = {p:UInt16}",
                 {"d": self.name, "p": partition},
             )
             if rows:

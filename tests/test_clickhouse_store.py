@@ -9,7 +9,7 @@ import pytest
 
 from opsintel.events import ChangeEvent, MonitoringEvent, TicketEvent
 from opsintel.problems import ProblemRecord
-from sinks.clickhouse import TABLES, ClickHouseStore, create_statements
+from sinks.clickhouse import TABLES, ClickHouseStore, create_statements, queries
 from sinks.clickhouse.queries import summary
 from sinks.clickhouse.schema import INCIDENT_COLUMNS
 from sinks.clickhouse.store import _classify
@@ -161,6 +161,33 @@ def test_incidents_split_out_of_a_problem_are_marked_unlinked(chdb_store: ClickH
     rows = chdb_store.query("SELECT ticket_id, linked, version FROM {db}.problem_incidents FINAL ORDER BY ticket_id")
     # each pair's newest row is the version that last changed it
     assert [tuple(r) for r in rows] == [("INC1", True, 1), ("INC2", False, 2), ("INC3", True, 1)]
+
+
+def test_a_problem_is_shown_with_the_current_state_of_its_linked_incidents_only(
+    chdb_store: ClickHouseStore,
+) -> None:
+    """`problems show` / the HTTP API: the newest version of the problem; its incidents as they are
+    now, in order of opening; not the incident a split moved out, nor another problem's."""
+    chdb_store._command("SYSTEM STOP MERGES {db}.problem_incidents")  # the older link rows stay unfolded
+    chdb_store.insert_ticket_events(
+        [ticket("INC1", 0, "New", opened_at=T0 + timedelta(hours=2)), ticket("INC1", 1, "Resolved"),
+         ticket("INC2", 0, "New", opened_at=T0 + timedelta(hours=1)),
+         ticket("INC3", 0, "Active", opened_at=T0), ticket("INC4", 0, "New", opened_at=T0)],
+        [0] * 5, range(5))  # fmt: skip
+    raised = ProblemRecord(problem_id="PRB-1", kind="recurring", version=1, status="candidate", title="t",
+                           first_seen=T0, last_seen=T0, raised_at=T0, updated_at=T0, source="test",
+                           incident_ids=["INC1", "INC2", "INC3"], incident_count=3)
+    split = msgspec.structs.replace(raised, version=2, incident_ids=["INC1", "INC2"], incident_count=2,
+                                    unlinked_incident_ids=["INC3"], status="confirmed")
+    other = msgspec.structs.replace(raised, problem_id="PRB-2", incident_ids=["INC4"], incident_count=1)
+    chdb_store.insert_problems([raised, other])
+    chdb_store.insert_problems([split])
+
+    shown = queries.problem(chdb_store, "PRB-1")
+
+    assert shown is not None and (shown["version"], shown["status"]) == (2, "confirmed")
+    assert [(i["ticket_id"], i["state"]) for i in shown["incidents"]] == [("INC2", "New"), ("INC1", "Resolved")]
+    assert queries.problem(chdb_store, "PRB-3") is None
 
 
 def _links(store: ClickHouseStore) -> list[tuple[str, bool, int]]:

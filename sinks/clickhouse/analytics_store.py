@@ -217,7 +217,7 @@ class AnalyticsWrites:
             return False
         self._command(
             f"INSERT INTO {{db}}.problems ({', '.join(names)}) SELECT {select} FROM {{db}}.problems FINAL "  # noqa: S608
-            "WHERE problem_id = {id:String}",
+            "PREWHERE problem_id = {id:String}",
             {"id": fb.problem_id, "status": status, "action": str(fb.action)},
         )
         return True

@@ -2,6 +2,11 @@
 
 Only these fixed queries are exposed over HTTP - never SQL from a request. Values always travel
 as server-side parameters.
+
+A lookup by key reads ``FINAL`` with the key in ``PREWHERE``: a ``WHERE`` is applied only after
+``FINAL`` has merged the whole table, so its cost would grow with the history. Only sorting-key
+columns go there (every version of a row shares them, so filtering first cannot pick an older
+version); conditions on other columns stay in ``WHERE``, after the newest version is chosen.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ def problem(store: ClickHouseStore, problem_id: str) -> dict[str, Any] | None:
     table = TABLES_BY_NAME["problems"]
     rows = store.query(
         f"SELECT {', '.join(table.column_names)} FROM {{db}}.problems FINAL "  # noqa: S608 - our column list
-        "WHERE problem_id = {id:String}",
+        "PREWHERE problem_id = {id:String}",
         {"id": problem_id},
     )
     if not rows:
@@ -88,10 +93,9 @@ def problem(store: ClickHouseStore, problem_id: str) -> dict[str, Any] | None:
     out["incidents"] = [
         _jsonable({"ticket_id": t, "state": s, "priority": p, "opened_at": o, "category": c})
         for t, s, p, o, c in store.query(
-            "SELECT i.ticket_id, i.state, i.priority, i.opened_at, i.category "
-            "FROM {db}.problem_incidents AS l FINAL "
-            "INNER JOIN (SELECT * FROM {db}.incidents FINAL) AS i ON i.source = l.source AND i.ticket_id = l.ticket_id "
-            "WHERE l.problem_id = {id:String} AND l.linked ORDER BY i.opened_at, i.ticket_id",
+            "SELECT ticket_id, state, priority, opened_at, category FROM {db}.incidents FINAL "
+            "PREWHERE (source, ticket_id) IN (SELECT source, ticket_id FROM {db}.problem_incidents FINAL "
+            "PREWHERE problem_id = {id:String} WHERE linked) ORDER BY opened_at, ticket_id",
             {"id": problem_id},
         )
     ]
