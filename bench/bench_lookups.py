@@ -74,6 +74,14 @@ def fill(store: ClickHouseStore, events: list[TicketEvent], copies: int, shift: 
     return last
 
 
+def lookups(store: ClickHouseStore, ids: list[str], rng: random.Random) -> dict[str, Callable[[], Any]]:
+    return {
+        "load_ticket_history (5 tickets)": lambda: load_ticket_history(
+            store, {("servicenow", t) for t in rng.sample(ids, 5)}),
+        f"queries.problem ({LINKS} incidents)": lambda: (queries.problem(store, "PRB-bench") or {})["incidents"],
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 10])
@@ -95,13 +103,8 @@ def main() -> None:
                                 "AND table = 'ticket_events'")[0][0]
             print(f"{k}×: {counts['ticket_events']:,} ticket events ({parts} parts), {counts['incidents']:,} "
                   f"incidents, loaded in {time.perf_counter() - started:.0f}s")
-            cases: dict[str, Callable[[], Any]] = {
-                "load_ticket_history (5 tickets)": lambda: load_ticket_history(
-                    store, {("servicenow", t) for t in rng.sample(ids, 5)}),
-                f"queries.problem ({LINKS} incidents)": lambda: queries.problem(store, "PRB-bench")["incidents"],
-            }  # fmt: skip
             medians[k] = {}
-            for name, fn in cases.items():
+            for name, fn in lookups(store, ids, rng).items():
                 runs = [measured(fn) for _ in range(args.lookups)]
                 assert all(n > 0 for _, _, n in runs), f"{name} found nothing"
                 med = statistics.median(s for s, _, _ in runs)
