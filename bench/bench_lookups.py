@@ -20,6 +20,7 @@ added over the RSS before it (``VmHWM`` reset through ``/proc/self/clear_refs``,
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -32,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_rss import LOG, replay_log, shifted  # noqa: E402
+from bench.bench_rss import LOG, replay_log, shifted, status_kb  # noqa: E402
 from opsintel.events import TicketEvent, _time_fields  # noqa: E402
 from sinks.clickhouse import ClickHouseStore, queries  # noqa: E402
 from streams.impact_stage import load_ticket_history  # noqa: E402
@@ -40,32 +41,27 @@ from streams.impact_stage import load_ticket_history  # noqa: E402
 LINKS = 200
 
 
-def rss_mb() -> tuple[int, int]:
-    """(VmRSS, VmHWM) of this process, MB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
-
-
 def measured(fn: Callable[[], Any]) -> tuple[float, int, int]:
     """(seconds, peak RSS above the start in MB, len of the result) of one call."""
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    before, _ = rss_mb()
+    before = status_kb(os.getpid(), "VmRSS")
     started = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - started
-    return seconds, rss_mb()[1] - before, len(out)
+    return seconds, (status_kb(os.getpid(), "VmHWM") - before) // 1024, len(out)
 
 
 def fill(store: ClickHouseStore, events: list[TicketEvent], copies: int, shift: Any) -> list[str]:
     """k shifted copies of the log into ``ticket_events``; one problem linking ``LINKS`` incidents
     of the last copy. Returns the ticket ids of the last copy."""
     fields = _time_fields(TicketEvent)
+    copy: list[TicketEvent] = []
     for i in range(copies):
         copy = [shifted(e, i, shift, fields) for e in events]
         for j in range(0, len(copy), 20_000):
             batch = copy[j : j + 20_000]
             store.insert_ticket_events(batch, [0] * len(batch), range(j, j + len(batch)))
-    last = sorted({shifted(e, copies - 1, shift, fields).ticket_id for e in events})
+    last = sorted({e.ticket_id for e in copy})
     store._command("INSERT INTO {db}.problems (problem_id, kind, version, status, title) "
                    "VALUES ('PRB-bench', 'recurring', 1, 'candidate', 'bench')")
     store._command("INSERT INTO {db}.problem_incidents (problem_id, source, ticket_id, version, linked) "
